@@ -27,7 +27,7 @@ pub use domain::Domain;
 pub use instance::{
     Instance, InstanceKey, InstanceState, InvalidTransition, PortMapping, Presence,
 };
-pub use lrp::{Lrp, LrpSpec, LrpUpdate};
+pub use lrp::{Lrp, LrpSpec, LrpUpdate, env_map};
 pub use name::Name;
 pub use resources::Resources;
 pub use route::{HttpRoute, Routes, TcpRoute};

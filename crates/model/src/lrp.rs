@@ -128,7 +128,7 @@ pub(crate) fn validate_tags(field: &str, tags: &[String]) -> Result<(), Validati
 }
 
 /// Serializes an [`Env`] as a JSON object, keeping the order of its entries.
-pub(crate) mod env_map {
+pub mod env_map {
     use std::fmt;
 
     use serde::de::{MapAccess, Visitor};

@@ -1,0 +1,253 @@
+//! LRP requests and responses.
+
+use model::{
+    Action, Checks, CrashPolicy, Instance, InstanceState, Lrp, LrpSpec, LrpUpdate, Name, Resources,
+    Rootfs, Routes, ValidationError,
+};
+use serde::{Deserialize, Serialize};
+
+use crate::{DEFAULT_DOMAIN, DEFAULT_ROOTFS};
+
+/// `POST /v1/lrps`. Numbers a user can get wrong in sign are signed here so that the
+/// error is a 422 naming the field rather than a parse failure.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LrpCreate {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub domain: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rootfs: Option<String>,
+    #[serde(default = "one")]
+    pub instances: i64,
+    #[serde(default)]
+    pub resources: ResourcesInput,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub setup: Option<Action>,
+    pub action: Action,
+    #[serde(
+        default,
+        skip_serializing_if = "Vec::is_empty",
+        with = "model::env_map"
+    )]
+    pub env: Vec<(String, String)>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ports: Vec<u16>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checks: Option<Checks>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub routes: Option<Routes>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub placement_tags: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub crash_policy: Option<CrashPolicy>,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub annotation: String,
+}
+
+fn one() -> i64 {
+    1
+}
+
+/// Resources as requested; absent fields take [`Resources::default`].
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResourcesInput {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_mb: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disk_mb: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_weight: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_pids: Option<i64>,
+}
+
+/// `PATCH /v1/lrps/{name}`: change instances, routes or annotation. With `generation`
+/// set, the update applies only if the LRP is still at that generation (409 otherwise).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LrpPatch {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub generation: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instances: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub routes: Option<Routes>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub annotation: Option<String>,
+}
+
+/// `GET /v1/lrps/{name}/status`: the LRP with its instances and counts by state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LrpStatus {
+    pub lrp: Lrp,
+    pub instances: Vec<Instance>,
+    pub running: u32,
+    pub unclaimed: u32,
+    pub claimed: u32,
+    pub crashed: u32,
+}
+
+impl LrpStatus {
+    pub fn new(lrp: Lrp, instances: Vec<Instance>) -> LrpStatus {
+        let count = |state| instances.iter().filter(|i| i.state == state).count() as u32;
+        LrpStatus {
+            running: count(InstanceState::Running),
+            unclaimed: count(InstanceState::Unclaimed),
+            claimed: count(InstanceState::Claimed),
+            crashed: count(InstanceState::Crashed),
+            lrp,
+            instances,
+        }
+    }
+}
+
+pub(crate) fn bounded(field: &str, value: i64, max: u64) -> Result<u64, ValidationError> {
+    u64::try_from(value)
+        .ok()
+        .filter(|v| *v <= max)
+        .ok_or_else(|| {
+            ValidationError::new(field, format!("must be between 0 and {max} (got {value})"))
+        })
+}
+
+impl ResourcesInput {
+    pub fn into_resources(self) -> Result<Resources, ValidationError> {
+        let d = Resources::default();
+        let resources = Resources {
+            memory_mb: self
+                .memory_mb
+                .map_or(Ok(d.memory_mb), |v| bounded("memory_mb", v, u64::MAX >> 1))?,
+            disk_mb: self
+                .disk_mb
+                .map_or(Ok(d.disk_mb), |v| bounded("disk_mb", v, u64::MAX >> 1))?,
+            cpu_weight: self
+                .cpu_weight
+                .map_or(Ok(d.cpu_weight as u64), |v| bounded("cpu_weight", v, 100))?
+                as u8,
+            max_pids: self.max_pids.map_or(Ok(d.max_pids as u64), |v| {
+                bounded("max_pids", v, u32::MAX as u64)
+            })? as u32,
+        };
+        resources.validate()?;
+        Ok(resources)
+    }
+}
+
+impl LrpCreate {
+    /// The validated spec, or the first field at fault.
+    pub fn into_spec(self) -> Result<LrpSpec, ValidationError> {
+        let spec = LrpSpec {
+            name: Name::parse("name", &self.name)?,
+            domain: Name::parse("domain", self.domain.as_deref().unwrap_or(DEFAULT_DOMAIN))?,
+            rootfs: Rootfs::parse("rootfs", self.rootfs.as_deref().unwrap_or(DEFAULT_ROOTFS))?,
+            instances: bounded("instances", self.instances, model::limits::INSTANCES as u64)?
+                as u32,
+            resources: self
+                .resources
+                .into_resources()
+                .map_err(|e| e.within("resources"))?,
+            setup: self.setup,
+            action: self.action,
+            env: self.env,
+            ports: self.ports,
+            checks: self.checks.unwrap_or_default(),
+            routes: self.routes.unwrap_or_default(),
+            placement_tags: self.placement_tags,
+            crash_policy: self.crash_policy.unwrap_or_default(),
+            annotation: self.annotation,
+        };
+        spec.validate()?;
+        Ok(spec)
+    }
+}
+
+impl LrpPatch {
+    /// The expected generation, if any, and the update. The update is validated
+    /// against the LRP by [`Lrp::updated`].
+    pub fn into_update(self) -> Result<(Option<u64>, LrpUpdate), ValidationError> {
+        let instances = self
+            .instances
+            .map(|v| bounded("instances", v, model::limits::INSTANCES as u64).map(|v| v as u32))
+            .transpose()?;
+        Ok((
+            self.generation,
+            LrpUpdate {
+                instances,
+                routes: self.routes,
+                annotation: self.annotation,
+            },
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(json: &str, expect: Result<(), &str>) {
+        let create: LrpCreate = serde_json::from_str(json).expect("test input parses");
+        let got = create.into_spec().map(|_| ()).map_err(|e| e.to_string());
+        assert_eq!(got, expect.map_err(str::to_owned), "input {json}");
+    }
+
+    #[test]
+    fn create_validation() {
+        let action = r#""action": {"run": {"path": "sleep", "args": ["1000"]}}"#;
+        check(&format!(r#"{{"name": "web", {action}}}"#), Ok(()));
+        check(
+            &format!(r#"{{"name": "web", "instances": -1, {action}}}"#),
+            Err("instances: must be between 0 and 100000 (got -1)"),
+        );
+        check(
+            &format!(r#"{{"name": "we b", {action}}}"#),
+            Err("name: may contain only letters, digits, '_' and '-' (found ' ')"),
+        );
+        check(
+            &format!(r#"{{"name": "web", "resources": {{"memory_mb": -5}}, {action}}}"#),
+            Err("resources.memory_mb: must be between 0 and 9223372036854775807 (got -5)"),
+        );
+        check(
+            &format!(r#"{{"name": "web", "rootfs": "ftp://x", {action}}}"#),
+            Err("rootfs: must start with preloaded:, docker:// or oci:"),
+        );
+        check(
+            &format!(
+                r#"{{"name": "web", "annotation": "{}", {action}}}"#,
+                "x".repeat(10241)
+            ),
+            Err("annotation: is 10241 bytes, more than the limit of 10240"),
+        );
+    }
+
+    #[test]
+    fn unknown_fields_are_refused() {
+        let err = serde_json::from_str::<LrpCreate>(
+            r#"{"name": "web", "instancez": 3, "action": {"run": {"path": "a"}}}"#,
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string().contains("unknown field `instancez`"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn defaults() {
+        let spec = serde_json::from_str::<LrpCreate>(
+            r#"{"name": "web", "action": {"run": {"path": "a"}}}"#,
+        )
+        .unwrap()
+        .into_spec()
+        .unwrap();
+        assert_eq!(
+            (
+                spec.instances,
+                spec.domain.as_str(),
+                spec.rootfs.to_string()
+            ),
+            (1, "default", "preloaded:host".to_owned())
+        );
+    }
+}

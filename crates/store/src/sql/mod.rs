@@ -1,0 +1,1 @@
+//! SQL implementation (in progress).
