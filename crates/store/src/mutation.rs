@@ -18,7 +18,7 @@ pub enum Expect {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Mutation {
     PutLrp {
-        lrp: Lrp,
+        lrp: Box<Lrp>,
         expect: Expect,
     },
     DeleteLrp {
@@ -36,7 +36,7 @@ pub enum Mutation {
         expect: Generation,
     },
     PutTask {
-        task: Task,
+        task: Box<Task>,
         expect: Expect,
     },
     DeleteTask {
