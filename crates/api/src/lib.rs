@@ -10,10 +10,12 @@
 #![forbid(unsafe_code)]
 
 mod error;
+mod event;
 mod lrp;
 mod task;
 
 pub use error::{ErrorBody, ErrorCode, ErrorDetail};
+pub use event::EventMessage;
 pub use lrp::{LrpCreate, LrpPatch, LrpStatus, ResourcesInput};
 pub use task::{DomainUpsert, TaskCreate};
 
