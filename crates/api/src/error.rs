@@ -26,6 +26,8 @@ pub enum ErrorCode {
     Unauthorized,
     /// 404: no such LRP, task, route or domain.
     NotFound,
+    /// 405: the route exists but not with this method.
+    MethodNotAllowed,
     /// 409: the row already exists, or has moved past the generation given.
     Conflict,
     /// 413: the body is larger than the server accepts.
@@ -34,6 +36,8 @@ pub enum ErrorCode {
     UnsupportedMediaType,
     /// 422: well-formed, but a value is not allowed (invalid name, too large...).
     Invalid,
+    /// 500: the server failed in a way the request could not cause (a corrupt row).
+    Internal,
     /// 503: the store cannot be reached; retry later.
     Unavailable,
 }
@@ -44,10 +48,12 @@ impl ErrorCode {
             ErrorCode::BadRequest => 400,
             ErrorCode::Unauthorized => 401,
             ErrorCode::NotFound => 404,
+            ErrorCode::MethodNotAllowed => 405,
             ErrorCode::Conflict => 409,
             ErrorCode::PayloadTooLarge => 413,
             ErrorCode::UnsupportedMediaType => 415,
             ErrorCode::Invalid => 422,
+            ErrorCode::Internal => 500,
             ErrorCode::Unavailable => 503,
         }
     }

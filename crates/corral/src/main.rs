@@ -1,1 +1,79 @@
-fn main() {}
+//! `corral`: the server, `corral dev`, and the CLI verbs that talk to the API.
+
+#![forbid(unsafe_code)]
+
+mod cli;
+mod cluster;
+mod config;
+mod dev;
+mod events;
+mod lrp;
+mod output;
+mod task;
+
+use std::io::IsTerminal;
+use std::process::ExitCode;
+
+use anyhow::Result;
+use clap::Parser;
+use client::Client;
+
+use crate::cli::{Cli, Command};
+use crate::config::{Env, ProcessEnv};
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli, &ProcessEnv).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprint!("{}", output::error_report(&error));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli, env: &dyn Env) -> Result<()> {
+    match &cli.command {
+        Command::Server(args) => {
+            init_logging("info");
+            return dev::server(args, env).await;
+        }
+        Command::Dev(args) => {
+            init_logging("info");
+            return dev::dev(args, env).await;
+        }
+        Command::Version => {
+            println!("corral {}", env!("CARGO_PKG_VERSION"));
+            return Ok(());
+        }
+        _ => {}
+    }
+    let endpoint = config::resolve(&cli.global, env)?;
+    let client = Client::new(&endpoint.api, endpoint.token)?;
+    match &cli.command {
+        Command::Create(args) => lrp::create(&client, args).await,
+        Command::Ls(args) => lrp::ls(&client, args).await,
+        Command::Status(args) => lrp::status(&client, args).await,
+        Command::Scale(args) => lrp::scale(&client, args).await,
+        Command::Update(args) => lrp::update(&client, args).await,
+        Command::Rm(args) => lrp::rm(&client, args).await,
+        Command::Task(command) => task::run(&client, command).await,
+        Command::Cells(args) => cluster::cells(&client, args).await,
+        Command::Domains(args) => cluster::domains(&client, args).await,
+        Command::Events(args) => events::run(&client, args).await,
+        Command::Server(_) | Command::Dev(_) | Command::Version => Ok(()),
+    }
+}
+
+/// Logs to stderr at `default` unless `RUST_LOG` says otherwise. Only the long-running
+/// subcommands log; the CLI verbs speak in sentences.
+fn init_logging(default: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+}

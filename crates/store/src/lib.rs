@@ -21,6 +21,7 @@ mod event;
 mod lock;
 pub mod memory;
 mod mutation;
+mod rows;
 pub mod sql;
 
 use async_trait::async_trait;

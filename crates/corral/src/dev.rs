@@ -1,0 +1,204 @@
+//! `corral server` and `corral dev`: the control plane in this process, until SIGINT or
+//! SIGTERM stops it gracefully.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use server::{Server, ServerOptions};
+use tokio::signal::unix::{Signal, SignalKind, signal};
+
+use crate::cli::{DevArgs, ServerArgs};
+use crate::config::{self, ConfigFile, Env};
+
+pub async fn server(args: &ServerArgs, env: &dyn Env) -> Result<()> {
+    let db_url = args.db.trim();
+    let data_dir = match &args.data_dir {
+        Some(dir) => dir.clone(),
+        None => default_data_dir(db_url, env)?,
+    };
+    // Before the server starts, so that a signal sent as soon as it is up is handled.
+    let mut signals = Signals::new()?;
+    let server = server::start(ServerOptions {
+        listen: args.listen,
+        db_url: db_url.to_owned(),
+        data_dir,
+    })
+    .await
+    .with_context(|| format!("start the server on {}", args.listen))?;
+    println!("Corral server listening on {}", api_url(server.addr()));
+    println!("API token in {}", server.token_path().display());
+    run_until_signal(server, &mut signals).await
+}
+
+pub async fn dev(args: &DevArgs, env: &dyn Env) -> Result<()> {
+    let home = config::corral_home(env)?;
+    let data_dir = home.join("dev");
+    std::fs::create_dir_all(&data_dir)
+        .with_context(|| format!("create the dev data directory {}", data_dir.display()))?;
+    let database = data_dir.join("corral.db");
+    let mut signals = Signals::new()?;
+    let server = server::start(ServerOptions {
+        listen: args.listen,
+        db_url: format!("sqlite:{}", database.display()),
+        data_dir: data_dir.clone(),
+    })
+    .await
+    .with_context(|| format!("start the dev server on {}", args.listen))?;
+
+    // Written only now that the address is bound, so that with port 0 the config names
+    // the real port.
+    let api = api_url(server.addr());
+    let config_path = home.join("config.json");
+    config::write(
+        &config_path,
+        &ConfigFile {
+            api: Some(api.clone()),
+            token_file: Some(server.token_path().to_owned()),
+            token: None,
+        },
+    )?;
+    print!(
+        "{}",
+        banner(&api, server.token_path(), &database, &config_path)
+    );
+    run_until_signal(server, &mut signals).await
+}
+
+/// What `corral dev` says when it is up: where everything is, why instances will wait,
+/// and what to type next.
+fn banner(api: &str, token: &Path, database: &Path, config: &Path) -> String {
+    format!(
+        "\
+Corral dev is running: the API server on SQLite.
+
+  API       {api}
+  token     {token}
+  database  {database}
+  config    {config} (the CLI reads the API and token from here)
+
+No cells run yet: the scheduler and the cell agent come in later issues, so
+instances stay UNCLAIMED and tasks PENDING. What you create is stored, listed and
+streamed as events all the same.
+
+Next, in another terminal:
+  corral create web --instances 3 -- sleep 1000
+  corral status web
+
+Stop with Ctrl-C.
+",
+        token = token.display(),
+        database = database.display(),
+        config = config.display()
+    )
+}
+
+/// The URL clients use to reach `addr`. A server bound to every interface is reached
+/// on loopback from this machine.
+fn api_url(addr: SocketAddr) -> String {
+    let mut addr = addr;
+    if addr.ip().is_unspecified() {
+        addr.set_ip(if addr.is_ipv4() {
+            std::net::Ipv4Addr::LOCALHOST.into()
+        } else {
+            std::net::Ipv6Addr::LOCALHOST.into()
+        });
+    }
+    format!("http://{addr}")
+}
+
+/// Without `--data-dir`: the SQLite file's directory, so that a server's files stay
+/// together, else `$CORRAL_HOME/server`.
+fn default_data_dir(db_url: &str, env: &dyn Env) -> Result<PathBuf> {
+    if let Some(rest) = db_url.strip_prefix("sqlite:") {
+        let path = rest.trim_start_matches("//");
+        let path = path.split('?').next().unwrap_or_default();
+        if !path.is_empty() && !path.starts_with(":memory:") {
+            let parent = Path::new(path).parent().unwrap_or(Path::new(""));
+            return Ok(if parent.as_os_str().is_empty() {
+                PathBuf::from(".")
+            } else {
+                parent.to_owned()
+            });
+        }
+    } else if !(db_url.starts_with("postgres://") || db_url.starts_with("postgresql://")) {
+        bail!("--db must be sqlite:PATH or postgres://USER@HOST/DB, not {db_url:?}");
+    }
+    Ok(config::corral_home(env)?.join("server"))
+}
+
+/// SIGINT and SIGTERM, listened for from creation on.
+struct Signals {
+    interrupt: Signal,
+    terminate: Signal,
+}
+
+impl Signals {
+    fn new() -> Result<Signals> {
+        Ok(Signals {
+            interrupt: signal(SignalKind::interrupt()).context("listen for SIGINT")?,
+            terminate: signal(SignalKind::terminate()).context("listen for SIGTERM")?,
+        })
+    }
+
+    async fn recv(&mut self) -> &'static str {
+        tokio::select! {
+            _ = self.interrupt.recv() => "SIGINT",
+            _ = self.terminate.recv() => "SIGTERM",
+        }
+    }
+}
+
+async fn run_until_signal(server: Server, signals: &mut Signals) -> Result<()> {
+    let which = signals.recv().await;
+    eprintln!("Received {which}: stopping.");
+    server.shutdown().await.context("shut the server down")?;
+    eprintln!("Stopped.");
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+    use crate::config::MapEnv;
+
+    #[test]
+    fn data_dirs() {
+        let env = MapEnv(HashMap::from([(
+            "CORRAL_HOME",
+            "/home/u/.corral".to_owned(),
+        )]));
+        let cases = [
+            ("sqlite:/var/lib/corral/corral.db", Ok("/var/lib/corral")),
+            (
+                "sqlite:///var/lib/corral/c.db?mode=rwc",
+                Ok("/var/lib/corral"),
+            ),
+            ("sqlite:corral.db", Ok(".")),
+            ("sqlite::memory:", Ok("/home/u/.corral/server")),
+            ("postgres://u@h/corral", Ok("/home/u/.corral/server")),
+            (
+                "mysql://h/db",
+                Err("--db must be sqlite:PATH or postgres://USER@HOST/DB, not \"mysql://h/db\""),
+            ),
+        ];
+        for (url, expect) in cases {
+            let got = default_data_dir(url, &env).map_err(|e| e.to_string());
+            assert_eq!(
+                got,
+                expect.map(PathBuf::from).map_err(str::to_owned),
+                "{url}"
+            );
+        }
+    }
+
+    #[test]
+    fn urls_of_wildcard_addresses_are_loopback() {
+        let parse = |s: &str| s.parse::<SocketAddr>().expect("an address");
+        assert_eq!(api_url(parse("0.0.0.0:7070")), "http://127.0.0.1:7070");
+        assert_eq!(api_url(parse("[::]:7070")), "http://[::1]:7070");
+        assert_eq!(api_url(parse("10.1.2.3:80")), "http://10.1.2.3:80");
+    }
+}

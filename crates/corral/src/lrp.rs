@@ -1,0 +1,678 @@
+//! The LRP verbs: `create`, `ls`, `status`, `scale`, `update`, `rm`.
+
+use anyhow::{Context, Result, bail};
+use api::{LrpCreate, LrpPatch, LrpStatus, ResourcesInput};
+use client::Client;
+use model::{Action, HttpRoute, InstanceState, Lrp, Presence, Routes, Timestamp};
+
+use crate::cli::{CreateArgs, LsArgs, RmArgs, RouteArg, ScaleArgs, StatusArgs, UpdateArgs};
+use crate::output::{self, ago, print_json, render, shell_word, table};
+
+/// The port an LRP gets when it has routes but names no port, as Cloud Foundry does.
+pub const DEFAULT_PORT: u16 = 8080;
+
+pub async fn create(client: &Client, args: &CreateArgs) -> Result<()> {
+    let request = lrp_create(args)?;
+    let lrp = client
+        .create_lrp(&request)
+        .await
+        .with_context(|| format!("create LRP {}", args.name))?;
+    if args.read.json {
+        return print_json(&lrp);
+    }
+    println!(
+        "Created {}: {} desired, generation {}.",
+        lrp.spec.name,
+        instances(lrp.spec.instances),
+        lrp.generation
+    );
+    println!("See its instances with `corral status {}`.", lrp.spec.name);
+    Ok(())
+}
+
+pub async fn ls(client: &Client, args: &LsArgs) -> Result<()> {
+    let lrps = client
+        .lrps(args.domain.as_deref())
+        .await
+        .context("list LRPs")?;
+    if args.read.json {
+        return print_json(&api::List { items: lrps });
+    }
+    print!("{}", render_lrps(&lrps, args.domain.as_deref()));
+    Ok(())
+}
+
+pub async fn status(client: &Client, args: &StatusArgs) -> Result<()> {
+    let status = client
+        .lrp_status(&args.name)
+        .await
+        .with_context(|| format!("get the status of LRP {}", args.name))?;
+    if args.read.json {
+        return print_json(&status);
+    }
+    // Knowing whether any cell exists lets the status say why instances wait.
+    let cells = client.cells().await.context("list cells")?;
+    print!("{}", render_status(&status, cells.len(), output::now()));
+    Ok(())
+}
+
+pub async fn scale(client: &Client, args: &ScaleArgs) -> Result<()> {
+    let patch = LrpPatch {
+        instances: Some(i64::from(args.instances)),
+        ..LrpPatch::default()
+    };
+    let lrp = client
+        .update_lrp(&args.name, &patch)
+        .await
+        .with_context(|| format!("scale LRP {}", args.name))?;
+    if args.read.json {
+        return print_json(&lrp);
+    }
+    println!(
+        "Scaled {} to {}, generation {}.",
+        lrp.spec.name,
+        instances(lrp.spec.instances),
+        lrp.generation
+    );
+    Ok(())
+}
+
+pub async fn update(client: &Client, args: &UpdateArgs) -> Result<()> {
+    if args.instances.is_none() && args.annotation.is_none() && args.routes.is_empty() {
+        bail!("nothing to update: pass --instances, --annotation or --route");
+    }
+    // Routes replace the LRP's routes as a whole, so the current ones are needed to keep
+    // its TCP routes, and its ports to fill in a route's missing port.
+    let routes = if args.routes.is_empty() {
+        None
+    } else {
+        let current = client
+            .lrp(&args.name)
+            .await
+            .with_context(|| format!("read LRP {}", args.name))?;
+        Some(updated_routes(&current, &args.routes)?)
+    };
+    let patch = LrpPatch {
+        generation: args.generation,
+        instances: args.instances.map(i64::from),
+        routes,
+        annotation: args.annotation.clone(),
+    };
+    let lrp = client
+        .update_lrp(&args.name, &patch)
+        .await
+        .with_context(|| format!("update LRP {}", args.name))?;
+    if args.read.json {
+        return print_json(&lrp);
+    }
+    println!(
+        "Updated {}: {} desired, generation {}.",
+        lrp.spec.name,
+        instances(lrp.spec.instances),
+        lrp.generation
+    );
+    Ok(())
+}
+
+pub async fn rm(client: &Client, args: &RmArgs) -> Result<()> {
+    client
+        .delete_lrp(&args.name)
+        .await
+        .with_context(|| format!("remove LRP {}", args.name))?;
+    println!("Removed {}.", args.name);
+    Ok(())
+}
+
+/// The create request for the flags. Ports follow Diego's habits: a route without a
+/// port goes to the first `--port`, or to 8080 when there is none; a route's explicit
+/// port is exposed too; and the process learns its first port from `$PORT` unless the
+/// user set it.
+pub fn lrp_create(args: &CreateArgs) -> Result<LrpCreate> {
+    let (path, rest) = args
+        .command
+        .split_first()
+        .context("name the command to run after `--`")?;
+    let default_port = args.ports.first().copied().unwrap_or(DEFAULT_PORT);
+    let http: Vec<HttpRoute> = args
+        .routes
+        .iter()
+        .map(|route| HttpRoute {
+            hostname: route.host.clone(),
+            port: route.port.unwrap_or(default_port),
+        })
+        .collect();
+    let mut ports = args.ports.clone();
+    for route in &http {
+        if !ports.contains(&route.port) {
+            ports.push(route.port);
+        }
+    }
+    let mut env = args.env.clone();
+    if let Some(first) = ports.first()
+        && !env.iter().any(|(key, _)| key == "PORT")
+    {
+        env.push(("PORT".to_owned(), first.to_string()));
+    }
+    Ok(LrpCreate {
+        name: args.name.clone(),
+        domain: args.domain.clone(),
+        rootfs: args.rootfs.clone(),
+        instances: args.instances.map_or(1, i64::from),
+        resources: ResourcesInput {
+            memory_mb: args.memory.map(megabytes),
+            disk_mb: args.disk.map(megabytes),
+            ..ResourcesInput::default()
+        },
+        setup: None,
+        action: Action::run(path, rest),
+        env,
+        ports,
+        checks: None,
+        routes: (!http.is_empty()).then(|| Routes { http, tcp: vec![] }),
+        placement_tags: vec![],
+        crash_policy: None,
+        annotation: args.annotation.clone().unwrap_or_default(),
+    })
+}
+
+/// A size in MB as the API takes it. Values past `i64::MAX` are sent saturated, and the
+/// server refuses them with its limit.
+pub fn megabytes(mb: u64) -> i64 {
+    i64::try_from(mb).unwrap_or(i64::MAX)
+}
+
+/// The LRP's routes with the HTTP ones replaced by `routes`; ports missing from them are
+/// the LRP's first port.
+fn updated_routes(lrp: &Lrp, routes: &[RouteArg]) -> Result<Routes> {
+    let first_port = lrp.spec.ports.first().copied();
+    let http = routes
+        .iter()
+        .map(|route| match route.port.or(first_port) {
+            Some(port) => Ok(HttpRoute {
+                hostname: route.host.clone(),
+                port,
+            }),
+            None => bail!(
+                "{} exposes no ports, so the route {} needs one: write {}:PORT",
+                lrp.spec.name,
+                route.host,
+                route.host
+            ),
+        })
+        .collect::<Result<_>>()?;
+    Ok(Routes {
+        http,
+        tcp: lrp.spec.routes.tcp.clone(),
+    })
+}
+
+/// The `ls` table.
+pub fn render_lrps(lrps: &[Lrp], domain: Option<&str>) -> String {
+    if lrps.is_empty() {
+        return match domain {
+            Some(domain) => format!("No LRPs in domain {domain}.\n"),
+            None => "No LRPs yet. Create one with `corral create web -- sleep 1000`.\n".to_owned(),
+        };
+    }
+    let mut t = table(["NAME", "INSTANCES", "MEMORY", "DISK", "DOMAIN", "ROUTES"]);
+    for lrp in lrps {
+        let spec = &lrp.spec;
+        t.add_row([
+            spec.name.to_string(),
+            spec.instances.to_string(),
+            format!("{} MB", spec.resources.memory_mb),
+            format!("{} MB", spec.resources.disk_mb),
+            spec.domain.to_string(),
+            dash_if_empty(route_list(&spec.routes)),
+        ]);
+    }
+    render(&t)
+}
+
+/// The `status` page: a summary of the LRP, a table of its instances, and why they wait
+/// when no cell can take them. `cells` is how many cells have joined.
+pub fn render_status(status: &LrpStatus, cells: usize, now: Timestamp) -> String {
+    let lrp = &status.lrp;
+    let spec = &lrp.spec;
+    let mut out = format!(
+        "{}: {} desired, {} running, {} claimed, {} unclaimed, {} crashed\n",
+        spec.name,
+        instances(spec.instances),
+        status.running,
+        status.claimed,
+        status.unclaimed,
+        status.crashed
+    );
+    let mut fields = vec![
+        ("domain", spec.domain.to_string()),
+        ("generation", lrp.generation.to_string()),
+        ("command", describe_action(&spec.action)),
+        ("rootfs", spec.rootfs.to_string()),
+        (
+            "resources",
+            format!(
+                "{} MB memory, {} MB disk, CPU weight {}",
+                spec.resources.memory_mb, spec.resources.disk_mb, spec.resources.cpu_weight
+            ),
+        ),
+    ];
+    if !spec.ports.is_empty() {
+        let ports: Vec<String> = spec.ports.iter().map(u16::to_string).collect();
+        fields.push(("ports", ports.join(", ")));
+    }
+    if !spec.routes.is_empty() {
+        fields.push(("routes", route_list(&spec.routes)));
+    }
+    if !spec.annotation.is_empty() {
+        fields.push(("annotation", spec.annotation.clone()));
+    }
+    fields.push(("updated", ago(lrp.updated_at, now)));
+    for (label, value) in fields {
+        out.push_str(&format!("  {label:<11} {value}\n"));
+    }
+    out.push('\n');
+    if status.instances.is_empty() {
+        out.push_str("No instances.\n");
+        return out;
+    }
+    let mut t = table([
+        "INDEX",
+        "STATE",
+        "CELL",
+        "ADDRESS",
+        "SINCE",
+        "CRASHES",
+        "REASON / PLACEMENT ERROR",
+    ]);
+    let mut sorted: Vec<_> = status.instances.iter().collect();
+    sorted.sort_by_key(|i| (i.index, i.presence));
+    for instance in sorted {
+        let state = match instance.presence {
+            Presence::Ordinary => instance.state.to_string(),
+            presence => format!("{} ({presence})", instance.state),
+        };
+        let address = match (&instance.address, instance.ports.first()) {
+            (Some(address), Some(port)) => format!("{address}:{}", port.host_port),
+            (Some(address), None) => address.clone(),
+            (None, _) => String::new(),
+        };
+        let reason = instance
+            .placement_error
+            .as_ref()
+            .or(instance.crash_reason.as_ref())
+            .cloned()
+            .unwrap_or_default();
+        t.add_row([
+            instance.index.to_string(),
+            state,
+            dash_if_empty(
+                instance
+                    .key
+                    .as_ref()
+                    .map(|k| k.cell_id.to_string())
+                    .unwrap_or_default(),
+            ),
+            dash_if_empty(address),
+            ago(instance.since, now),
+            instance.crash_count.to_string(),
+            dash_if_empty(reason),
+        ]);
+    }
+    out.push_str(&render(&t));
+    let unclaimed = status
+        .instances
+        .iter()
+        .filter(|i| i.state == InstanceState::Unclaimed)
+        .count();
+    if cells == 0 && unclaimed > 0 {
+        out.push_str(&format!(
+            "\nNo cells have joined this cluster yet, so {} stay UNCLAIMED: there is nowhere \
+             to run {}.\n",
+            if unclaimed == 1 {
+                "the instance".to_owned()
+            } else {
+                format!("these {unclaimed} instances")
+            },
+            if unclaimed == 1 { "it" } else { "them" }
+        ));
+    }
+    out
+}
+
+/// An action in one line: a run as the command line it is, other kinds by their shape.
+pub fn describe_action(action: &Action) -> String {
+    match action {
+        Action::Run(run) => std::iter::once(&run.path)
+            .chain(&run.args)
+            .map(|w| shell_word(w))
+            .collect::<Vec<_>>()
+            .join(" "),
+        Action::Download(download) => format!("download {} to {}", download.from, download.to),
+        Action::Serial(actions) => format!("serial: {}", describe_all(actions)),
+        Action::Parallel(actions) => format!("parallel: {}", describe_all(actions)),
+        Action::Codependent(actions) => format!("codependent: {}", describe_all(actions)),
+        Action::Timeout { action, timeout_ms } => {
+            format!("{} (timeout {} ms)", describe_action(action), timeout_ms)
+        }
+        Action::Try(action) => format!("try {}", describe_action(action)),
+    }
+}
+
+fn describe_all(actions: &[Action]) -> String {
+    actions
+        .iter()
+        .map(describe_action)
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+fn route_list(routes: &Routes) -> String {
+    let http = routes
+        .http
+        .iter()
+        .map(|r| format!("{} -> {}", r.hostname, r.port));
+    let tcp = routes
+        .tcp
+        .iter()
+        .map(|r| format!("tcp:{} -> {}", r.external_port, r.container_port));
+    http.chain(tcp).collect::<Vec<_>>().join(", ")
+}
+
+fn instances(n: u32) -> String {
+    if n == 1 {
+        "1 instance".to_owned()
+    } else {
+        format!("{n} instances")
+    }
+}
+
+fn dash_if_empty(s: String) -> String {
+    if s.is_empty() { "-".to_owned() } else { s }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+    use model::{Instance, InstanceKey, Name, PortMapping};
+
+    use super::*;
+    use crate::cli::{Cli, Command};
+
+    fn create_args(args: &[&str]) -> CreateArgs {
+        let cli = Cli::try_parse_from(["corral", "create"].iter().chain(args))
+            .unwrap_or_else(|e| panic!("{args:?} parses: {e}"));
+        match cli.command {
+            Command::Create(create) => create,
+            other => panic!("not create: {other:?}"),
+        }
+    }
+
+    /// The create request for `args`, as the JSON the API receives.
+    fn check(args: &[&str], expect: serde_json::Value) {
+        let request = lrp_create(&create_args(args)).expect("builds");
+        let got = serde_json::to_value(&request).expect("serializes");
+        assert_eq!(got, expect, "args {args:?}");
+        // What the CLI builds, the API accepts.
+        request.into_spec().expect("a valid LRP");
+    }
+
+    #[test]
+    fn create_requests_from_flags() {
+        use serde_json::json;
+        check(
+            &["web", "--", "sleep", "1000"],
+            json!({"name": "web", "instances": 1, "resources": {},
+                   "action": {"run": {"path": "sleep", "args": ["1000"]}}}),
+        );
+        check(
+            &[
+                "web",
+                "-i",
+                "3",
+                "--memory",
+                "256",
+                "--disk",
+                "512",
+                "--rootfs",
+                "docker://library/python:3",
+                "--env",
+                "A=1",
+                "-e",
+                "B=x=y",
+                "--domain",
+                "cf",
+                "--annotation",
+                "team a",
+                "--",
+                "python3",
+                "-m",
+                "http.server",
+            ],
+            json!({"name": "web", "domain": "cf", "rootfs": "docker://library/python:3",
+                   "instances": 3, "resources": {"memory_mb": 256, "disk_mb": 512},
+                   "action": {"run": {"path": "python3", "args": ["-m", "http.server"]}},
+                   "env": {"A": "1", "B": "x=y"}, "annotation": "team a"}),
+        );
+        // A route without any port: 8080, with PORT set for the process.
+        check(
+            &["web", "--route", "web.test", "--", "srv"],
+            json!({"name": "web", "instances": 1, "resources": {},
+                   "action": {"run": {"path": "srv", "args": []}},
+                   "env": {"PORT": "8080"}, "ports": [8080],
+                   "routes": {"http": [{"hostname": "web.test", "port": 8080}]}}),
+        );
+        // A route without a port takes the first --port; an explicit route port is
+        // exposed too; a PORT the user set is kept.
+        check(
+            &[
+                "web",
+                "-p",
+                "9000",
+                "-p",
+                "9001",
+                "-r",
+                "a.test",
+                "-r",
+                "b.test:9100",
+                "-e",
+                "PORT=1",
+                "--",
+                "srv",
+            ],
+            json!({"name": "web", "instances": 1, "resources": {},
+                   "action": {"run": {"path": "srv", "args": []}},
+                   "env": {"PORT": "1"}, "ports": [9000, 9001, 9100],
+                   "routes": {"http": [{"hostname": "a.test", "port": 9000},
+                                       {"hostname": "b.test", "port": 9100}]}}),
+        );
+        // Ports without routes still tell the process its port.
+        check(
+            &["web", "--port", "3000", "--", "srv"],
+            json!({"name": "web", "instances": 1, "resources": {},
+                   "action": {"run": {"path": "srv", "args": []}},
+                   "env": {"PORT": "3000"}, "ports": [3000]}),
+        );
+    }
+
+    #[test]
+    fn bad_flags_are_refused_with_the_flag_named() {
+        for (args, expect) in [
+            (
+                &["web", "--port", "0", "--", "x"][..],
+                "for '--port <PORT>': port \"0\"",
+            ),
+            (
+                &["web", "--instances=-1", "--", "x"][..],
+                "'--instances <N>'",
+            ),
+            (
+                &["web", "--route", "a b", "--", "x"][..],
+                "is not a hostname",
+            ),
+        ] {
+            let err = Cli::try_parse_from(["corral", "create"].iter().chain(args))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(expect), "{args:?}: {err}");
+        }
+    }
+
+    fn lrp() -> Lrp {
+        let mut spec = lrp_create(&create_args(&[
+            "web",
+            "-i",
+            "3",
+            "-r",
+            "web.test",
+            "--",
+            "python3",
+            "-c",
+            "print('hi')",
+        ]))
+        .expect("builds")
+        .into_spec()
+        .expect("valid");
+        spec.annotation = "team a".into();
+        Lrp {
+            spec,
+            generation: 2,
+            created_at: Timestamp(1_000),
+            updated_at: Timestamp(50_000),
+        }
+    }
+
+    fn instance(index: u32, state: InstanceState) -> Instance {
+        let name = |s: &str| Name::parse("name", s).expect("valid name");
+        let mut instance =
+            Instance::unclaimed(name("web"), index, name("default"), Timestamp(40_000));
+        instance.state = state;
+        if state != InstanceState::Unclaimed {
+            instance.key = Some(InstanceKey {
+                instance_id: format!("i-{index}"),
+                cell_id: name("cell-1"),
+            });
+            instance.address = Some("10.0.0.7".into());
+            instance.ports = vec![PortMapping {
+                container_port: 8080,
+                host_port: 61001 + index as u16,
+            }];
+        }
+        instance
+    }
+
+    #[test]
+    fn status_of_unclaimed_instances_without_cells() {
+        let mut waiting = instance(2, InstanceState::Unclaimed);
+        waiting.placement_error =
+            Some("insufficient memory: wants 128 MB, best cell has 64 MB".into());
+        let status = LrpStatus::new(
+            lrp(),
+            vec![
+                instance(1, InstanceState::Unclaimed),
+                instance(0, InstanceState::Unclaimed),
+                waiting,
+            ],
+        );
+        let expect = "\
+web: 3 instances desired, 0 running, 0 claimed, 3 unclaimed, 0 crashed
+  domain      default
+  generation  2
+  command     python3 -c 'print('\\''hi'\\'')'
+  rootfs      preloaded:host
+  resources   128 MB memory, 1024 MB disk, CPU weight 10
+  ports       8080
+  routes      web.test -> 8080
+  annotation  team a
+  updated     10s ago
+
+INDEX  STATE      CELL  ADDRESS  SINCE    CRASHES  REASON / PLACEMENT ERROR
+0      UNCLAIMED  -     -        20s ago  0        -
+1      UNCLAIMED  -     -        20s ago  0        -
+2      UNCLAIMED  -     -        20s ago  0        insufficient memory: wants 128 MB, best cell has 64 MB
+
+No cells have joined this cluster yet, so these 3 instances stay UNCLAIMED: there is nowhere to run them.
+";
+        assert_eq!(render_status(&status, 0, Timestamp(60_000)), expect);
+    }
+
+    #[test]
+    fn status_of_placed_instances() {
+        let mut crashed = instance(1, InstanceState::Crashed);
+        crashed.crash_count = 4;
+        crashed.crash_reason = Some("exited with status 1".into());
+        let mut evacuating = instance(0, InstanceState::Running);
+        evacuating.presence = Presence::Evacuating;
+        let status = LrpStatus::new(
+            lrp(),
+            vec![instance(0, InstanceState::Running), crashed, evacuating],
+        );
+        let rendered = render_status(&status, 2, Timestamp(100_000));
+        let table = rendered
+            .split("\n\n")
+            .nth(1)
+            .expect("a table after the summary");
+        assert_eq!(
+            table,
+            "\
+INDEX  STATE                 CELL    ADDRESS         SINCE   CRASHES  REASON / PLACEMENT ERROR
+0      RUNNING               cell-1  10.0.0.7:61001  1m ago  0        -
+0      RUNNING (EVACUATING)  cell-1  10.0.0.7:61001  1m ago  0        -
+1      CRASHED               cell-1  10.0.0.7:61002  1m ago  4        exited with status 1
+"
+        );
+        assert!(rendered.starts_with(
+            "web: 3 instances desired, 2 running, 0 claimed, 0 unclaimed, 1 crashed\n"
+        ));
+    }
+
+    #[test]
+    fn ls_table() {
+        assert_eq!(
+            render_lrps(&[lrp()], None),
+            "\
+NAME  INSTANCES  MEMORY  DISK     DOMAIN   ROUTES
+web   3          128 MB  1024 MB  default  web.test -> 8080
+"
+        );
+        assert_eq!(render_lrps(&[], Some("cf")), "No LRPs in domain cf.\n");
+    }
+
+    #[test]
+    fn update_routes_keep_tcp_and_default_to_the_first_port() {
+        let mut lrp = lrp();
+        lrp.spec.routes.tcp.push(model::TcpRoute {
+            external_port: 6000,
+            container_port: 8080,
+        });
+        let routes = updated_routes(
+            &lrp,
+            &[RouteArg {
+                host: "new.test".into(),
+                port: None,
+            }],
+        )
+        .expect("routes");
+        assert_eq!(
+            routes.http,
+            vec![HttpRoute {
+                hostname: "new.test".into(),
+                port: 8080
+            }]
+        );
+        assert_eq!(routes.tcp.len(), 1);
+
+        lrp.spec.ports.clear();
+        let err = updated_routes(
+            &lrp,
+            &[RouteArg {
+                host: "x.test".into(),
+                port: None,
+            }],
+        )
+        .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "web exposes no ports, so the route x.test needs one: write x.test:PORT"
+        );
+    }
+}
