@@ -9,11 +9,16 @@
 
 #![forbid(unsafe_code)]
 
+mod cell;
 mod error;
 mod event;
 mod lrp;
 mod task;
 
+pub use cell::{
+    AssignmentsRequest, Heartbeat, HeartbeatReply, Report, ReportResult, Reports, ReportsReply,
+    WorkBatch, WorkItem,
+};
 pub use error::{ErrorBody, ErrorCode, ErrorDetail};
 pub use event::EventMessage;
 pub use lrp::{LrpCreate, LrpPatch, LrpStatus, ResourcesInput};

@@ -1,8 +1,8 @@
 //! LRP requests and responses.
 
 use model::{
-    Action, Checks, CrashPolicy, Instance, InstanceState, Lrp, LrpSpec, LrpUpdate, Name, Resources,
-    Rootfs, Routes, ValidationError,
+    Action, Checks, CrashPolicy, Instance, InstanceState, Lrp, LrpSpec, LrpUpdate, Name, Presence,
+    Resources, Rootfs, Routes, ValidationError,
 };
 use serde::{Deserialize, Serialize};
 
@@ -78,7 +78,9 @@ pub struct LrpPatch {
     pub annotation: Option<String>,
 }
 
-/// `GET /v1/lrps/{name}/status`: the LRP with its instances and counts by state.
+/// `GET /v1/lrps/{name}/status`: the LRP with its instances and counts by state. The
+/// state counts are of ORDINARY rows, one per index; the copies kept during a handoff
+/// (on a draining cell, or on a vanished cell that may still be up) are counted apart.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LrpStatus {
     pub lrp: Lrp,
@@ -87,16 +89,28 @@ pub struct LrpStatus {
     pub unclaimed: u32,
     pub claimed: u32,
     pub crashed: u32,
+    #[serde(default)]
+    pub evacuating: u32,
+    #[serde(default)]
+    pub suspect: u32,
 }
 
 impl LrpStatus {
     pub fn new(lrp: Lrp, instances: Vec<Instance>) -> LrpStatus {
-        let count = |state| instances.iter().filter(|i| i.state == state).count() as u32;
+        let count = |state| {
+            instances
+                .iter()
+                .filter(|i| i.presence == Presence::Ordinary && i.state == state)
+                .count() as u32
+        };
+        let presence = |p| instances.iter().filter(|i| i.presence == p).count() as u32;
         LrpStatus {
             running: count(InstanceState::Running),
             unclaimed: count(InstanceState::Unclaimed),
             claimed: count(InstanceState::Claimed),
             crashed: count(InstanceState::Crashed),
+            evacuating: presence(Presence::Evacuating),
+            suspect: presence(Presence::Suspect),
             lrp,
             instances,
         }

@@ -127,8 +127,10 @@ fn message(event: SseEvent) -> Result<EventMessage, ClientError> {
                 .unwrap_or(0),
             kind: "resync".to_owned(),
             at: 0,
+            // Its data as it came, or as a JSON string if it is not JSON.
             data: serde_json::from_str(&event.data)
-                .unwrap_or(serde_json::Value::String(event.data)),
+                .or_else(|_| serde_json::value::to_raw_value(&event.data))
+                .map_err(|e| ClientError::Decode(format!("resync event data: {e}")))?,
         }),
         Err(e) => Err(ClientError::Decode(format!(
             "event {} ({}) is not a Corral event message: {e}",

@@ -8,6 +8,7 @@
 
 #![forbid(unsafe_code)]
 
+mod cells;
 mod error;
 mod events;
 pub mod sse;

@@ -70,6 +70,8 @@ pub enum Command {
     Domains(ReadArgs),
     /// Print the event stream: every change to LRPs, instances, tasks, domains and cells
     Events(EventsArgs),
+    /// Run a fleet of simulated cells that join the cluster and "run" its work
+    SimCells(crate::sim_cells::SimCellsArgs),
     /// Print the version of this binary
     Version,
 }

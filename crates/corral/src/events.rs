@@ -90,14 +90,16 @@ pub fn render_event(message: &EventMessage) -> String {
         message.seq,
         utc(Timestamp(message.at)),
         message.kind,
-        subject(&message.data)
+        subject(message.data.get())
     )
     .trim_end()
     .to_owned()
 }
 
-/// What an event's row is, in a few words: its key, then its state or size.
-fn subject(data: &Value) -> String {
+/// What an event's row is, in a few words: its key, then its state or size. Data that
+/// is not a JSON object says nothing more.
+fn subject(data: &str) -> String {
+    let data: Value = serde_json::from_str(data).unwrap_or(Value::Null);
     let text = |key: &str| data.get(key).and_then(Value::as_str);
     let number = |key: &str| data.get(key).and_then(Value::as_u64);
     let mut parts = Vec::new();
@@ -139,7 +141,7 @@ mod tests {
             seq: 42,
             kind: kind.to_owned(),
             at: 1_795_447_064_000,
-            data,
+            data: serde_json::value::to_raw_value(&data).unwrap(),
         };
         assert_eq!(render_event(&message), expect);
     }

@@ -231,11 +231,21 @@ pub fn render_lrps(lrps: &[Lrp], domain: Option<&str>) -> String {
 
 /// The `status` page: a summary of the LRP, a table of its instances, and why they wait
 /// when no cell can take them. `cells` is how many cells have joined.
+/// A span of time for people: `45s`, `3m20s`, `16m`.
+fn duration(ms: u64) -> String {
+    let s = ms.div_ceil(1000);
+    match (s / 60, s % 60) {
+        (0, s) => format!("{s}s"),
+        (m, 0) => format!("{m}m"),
+        (m, s) => format!("{m}m{s}s"),
+    }
+}
+
 pub fn render_status(status: &LrpStatus, cells: usize, now: Timestamp) -> String {
     let lrp = &status.lrp;
     let spec = &lrp.spec;
     let mut out = format!(
-        "{}: {} desired, {} running, {} claimed, {} unclaimed, {} crashed\n",
+        "{}: {} desired, {} running, {} claimed, {} unclaimed, {} crashed",
         spec.name,
         instances(spec.instances),
         status.running,
@@ -243,6 +253,15 @@ pub fn render_status(status: &LrpStatus, cells: usize, now: Timestamp) -> String
         status.unclaimed,
         status.crashed
     );
+    for (count, what) in [
+        (status.evacuating, "evacuating"),
+        (status.suspect, "suspect"),
+    ] {
+        if count > 0 {
+            out.push_str(&format!(", {count} {what}"));
+        }
+    }
+    out.push('\n');
     let mut fields = vec![
         ("domain", spec.domain.to_string()),
         ("generation", lrp.generation.to_string()),
@@ -296,12 +315,25 @@ pub fn render_status(status: &LrpStatus, cells: usize, now: Timestamp) -> String
             (Some(address), None) => address.clone(),
             (None, _) => String::new(),
         };
-        let reason = instance
+        let mut reason = instance
             .placement_error
             .as_ref()
             .or(instance.crash_reason.as_ref())
             .cloned()
             .unwrap_or_default();
+        if instance.state == InstanceState::Crashed {
+            // When the crash policy lets it start again, as Diego's backoff schedule says.
+            let next = match instance.restart_at(&spec.crash_policy) {
+                Some(at) if at > now => format!("restarts in {}", duration(at.millis_since(now))),
+                Some(_) => "restarting".to_owned(),
+                None => format!("not restarted after {} crashes", instance.crash_count),
+            };
+            reason = if reason.is_empty() {
+                next
+            } else {
+                format!("{reason}; {next}")
+            };
+        }
         t.add_row([
             instance.index.to_string(),
             state,
@@ -600,11 +632,19 @@ No cells have joined this cluster yet, so these 3 instances stay UNCLAIMED: ther
         let mut crashed = instance(1, InstanceState::Crashed);
         crashed.crash_count = 4;
         crashed.crash_reason = Some("exited with status 1".into());
+        crashed.since = Timestamp(80_000);
+        let mut given_up = instance(2, InstanceState::Crashed);
+        given_up.crash_count = 200;
         let mut evacuating = instance(0, InstanceState::Running);
         evacuating.presence = Presence::Evacuating;
         let status = LrpStatus::new(
             lrp(),
-            vec![instance(0, InstanceState::Running), crashed, evacuating],
+            vec![
+                instance(0, InstanceState::Running),
+                crashed,
+                evacuating,
+                given_up,
+            ],
         );
         let rendered = render_status(&status, 2, Timestamp(100_000));
         let table = rendered
@@ -614,14 +654,15 @@ No cells have joined this cluster yet, so these 3 instances stay UNCLAIMED: ther
         assert_eq!(
             table,
             "\
-INDEX  STATE                 CELL    ADDRESS         SINCE   CRASHES  REASON / PLACEMENT ERROR
-0      RUNNING               cell-1  10.0.0.7:61001  1m ago  0        -
-0      RUNNING (EVACUATING)  cell-1  10.0.0.7:61001  1m ago  0        -
-1      CRASHED               cell-1  10.0.0.7:61002  1m ago  4        exited with status 1
+INDEX  STATE                 CELL    ADDRESS         SINCE    CRASHES  REASON / PLACEMENT ERROR
+0      RUNNING               cell-1  10.0.0.7:61001  1m ago   0        -
+0      RUNNING (EVACUATING)  cell-1  10.0.0.7:61001  1m ago   0        -
+1      CRASHED               cell-1  10.0.0.7:61002  20s ago  4        exited with status 1; restarts in 40s
+2      CRASHED               cell-1  10.0.0.7:61003  1m ago   200      not restarted after 200 crashes
 "
         );
         assert!(rendered.starts_with(
-            "web: 3 instances desired, 2 running, 0 claimed, 0 unclaimed, 1 crashed\n"
+            "web: 3 instances desired, 1 running, 0 claimed, 0 unclaimed, 2 crashed, 1 evacuating\n"
         ));
     }
 

@@ -9,6 +9,7 @@ mod dev;
 mod events;
 mod lrp;
 mod output;
+mod sim_cells;
 mod task;
 
 use std::io::IsTerminal;
@@ -43,6 +44,10 @@ async fn run(cli: Cli, env: &dyn Env) -> Result<()> {
             init_logging("info");
             return dev::dev(args, env).await;
         }
+        Command::SimCells(args) => {
+            init_logging("info");
+            return sim_cells::run(&cli.global, args, env).await;
+        }
         Command::Version => {
             println!("corral {}", env!("CARGO_PKG_VERSION"));
             return Ok(());
@@ -62,7 +67,7 @@ async fn run(cli: Cli, env: &dyn Env) -> Result<()> {
         Command::Cells(args) => cluster::cells(&client, args).await,
         Command::Domains(args) => cluster::domains(&client, args).await,
         Command::Events(args) => events::run(&client, args).await,
-        Command::Server(_) | Command::Dev(_) | Command::Version => Ok(()),
+        Command::Server(_) | Command::Dev(_) | Command::SimCells(_) | Command::Version => Ok(()),
     }
 }
 

@@ -272,7 +272,11 @@ fn a_developer_session() {
                 serde_json::from_str::<EventMessage>(line)
                     .unwrap_or_else(|e| panic!("event line is not an event ({e}): {line}"))
             })
-            .find(|e| e.kind == "lrp_created" && e.data["name"] == "web")
+            .find(|e| {
+                let data: serde_json::Value =
+                    serde_json::from_str(e.data.get()).expect("event data is JSON");
+                e.kind == "lrp_created" && data["name"] == "web"
+            })
     });
     assert!(created_event.seq > 0);
     let human = ok(home, &["events", "--after", "0", "--topics", "lrp"]);

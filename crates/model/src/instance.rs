@@ -4,7 +4,9 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use crate::{Generation, Name, Timestamp};
+use crate::task::truncate;
+use crate::validate::limits;
+use crate::{CrashPolicy, Generation, Name, Restart, Timestamp};
 
 /// Where an instance is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -132,6 +134,121 @@ impl Instance {
             });
         }
         Ok(())
+    }
+}
+
+/// The lifecycle moves of an instance row, as the server applies them. Each returns the
+/// next row (generation unchanged: the store sets it) or why the move is not allowed
+/// from the row as it is.
+impl Instance {
+    /// A cell takes the instance: the scheduler records this before sending the work.
+    pub fn claim(&self, key: InstanceKey, now: Timestamp) -> Result<Instance, InvalidTransition> {
+        let mut next = self.clone();
+        next.state = InstanceState::Claimed;
+        next.key = Some(key);
+        next.placement_error = None;
+        next.since = now;
+        self.check_transition(&next)?;
+        Ok(next)
+    }
+
+    /// The cell holding the instance reports it running at `address`.
+    pub fn run(
+        &self,
+        instance_id: &str,
+        address: String,
+        ports: Vec<PortMapping>,
+        routable: bool,
+        now: Timestamp,
+    ) -> Result<Instance, InvalidTransition> {
+        self.require_key(instance_id)?;
+        let mut next = self.clone();
+        if next.state != InstanceState::Running {
+            next.since = now;
+        }
+        next.state = InstanceState::Running;
+        next.address = Some(address);
+        next.ports = ports;
+        next.routable = routable;
+        self.check_transition(&next)?;
+        Ok(next)
+    }
+
+    /// The cell holding the instance reports that it crashed. The crash count rises (or
+    /// starts over after a long healthy run) and the policy decides: restart now (the
+    /// row goes back to UNCLAIMED for placement) or later (CRASHED until convergence
+    /// sees the backoff over) or never (CRASHED for good). The container is gone either
+    /// way, so the key and network details are cleared.
+    pub fn crash(
+        &self,
+        instance_id: &str,
+        reason: &str,
+        policy: &CrashPolicy,
+        now: Timestamp,
+    ) -> Result<Instance, InvalidTransition> {
+        self.require_key(instance_id)?;
+        let ran_for = (self.state == InstanceState::Running).then(|| now.millis_since(self.since));
+        let mut next = self.clone();
+        next.crash_count = policy.next_crash_count(self.crash_count, ran_for);
+        next.crash_reason = Some(truncate(reason, limits::REASON_BYTES));
+        next.state = match policy.restart(next.crash_count) {
+            Restart::Now => InstanceState::Unclaimed,
+            Restart::AfterMillis(_) | Restart::Never => InstanceState::Crashed,
+        };
+        // A move to CRASHED is checked with the key of the container that crashed (the
+        // actor, as in Diego's CrashActualLRP), a move to UNCLAIMED without one; either
+        // way the stored row then forgets the key.
+        if next.state == InstanceState::Unclaimed {
+            next.key = None;
+        }
+        self.check_transition(&next)?;
+        next.key = None;
+        next.address = None;
+        next.ports = Vec::new();
+        next.routable = false;
+        next.since = now;
+        Ok(next)
+    }
+
+    /// Back to UNCLAIMED without a crash: its container stopped or its placement is to be
+    /// retried (a stale claim, a crash whose backoff is over).
+    pub fn unclaim(&self, now: Timestamp) -> Result<Instance, InvalidTransition> {
+        let mut next = self.clone();
+        next.state = InstanceState::Unclaimed;
+        next.key = None;
+        next.address = None;
+        next.ports = Vec::new();
+        next.routable = false;
+        next.since = now;
+        self.check_transition(&next)?;
+        Ok(next)
+    }
+
+    /// Placement failed: the instance stays UNCLAIMED with the reason a user can read.
+    pub fn unplaceable(&self, reason: &str) -> Instance {
+        let mut next = self.clone();
+        next.placement_error = Some(truncate(reason, limits::REASON_BYTES));
+        next
+    }
+
+    /// When a CRASHED instance may be placed again under `policy`, or `None` if never.
+    pub fn restart_at(&self, policy: &CrashPolicy) -> Option<Timestamp> {
+        match policy.restart(self.crash_count) {
+            Restart::Now => Some(self.since),
+            Restart::AfterMillis(ms) => Some(self.since.plus_millis(ms)),
+            Restart::Never => None,
+        }
+    }
+
+    fn require_key(&self, instance_id: &str) -> Result<(), InvalidTransition> {
+        match &self.key {
+            Some(key) if key.instance_id == instance_id => Ok(()),
+            _ => Err(InvalidTransition {
+                what: "instance",
+                from: format!("{}/{} {}", self.lrp, self.index, self.state),
+                to: format!("a report for container {instance_id}, which no longer holds it"),
+            }),
+        }
     }
 }
 
@@ -311,6 +428,64 @@ mod tests {
         let mut other_index = running.clone();
         other_index.index = 1;
         assert!(running.check_transition(&other_index).is_err());
+    }
+
+    #[test]
+    fn lifecycle() {
+        let lrp = Name::parse("lrp", "web").unwrap();
+        let domain = Name::parse("domain", "default").unwrap();
+        let policy = CrashPolicy::default();
+        let fresh = Instance::unclaimed(lrp, 0, domain, Timestamp(0));
+        let key = key("cell-a", "i1").unwrap();
+        let claimed = fresh.claim(key.clone(), Timestamp(10)).unwrap();
+        assert_eq!((claimed.state, claimed.since), (Claimed, Timestamp(10)));
+        assert!(
+            claimed
+                .run("other", "10.0.0.1".into(), vec![], true, Timestamp(20))
+                .is_err()
+        );
+        let running = claimed
+            .run("i1", "10.0.0.1".into(), vec![], true, Timestamp(20))
+            .unwrap();
+        assert_eq!((running.state, running.since), (Running, Timestamp(20)));
+        // Crashes 1 and 2 restart at once (UNCLAIMED), crash 3 waits 30 s.
+        let first = running
+            .crash("i1", "exit 1", &policy, Timestamp(30))
+            .unwrap();
+        assert_eq!(
+            (first.state, first.crash_count, first.key.clone()),
+            (Unclaimed, 1, None)
+        );
+        let again = first.claim(key.clone(), Timestamp(31)).unwrap();
+        let second = again.crash("i1", "exit 1", &policy, Timestamp(32)).unwrap();
+        assert_eq!((second.state, second.crash_count), (Unclaimed, 2));
+        let third = second
+            .claim(key.clone(), Timestamp(33))
+            .unwrap()
+            .crash("i1", "exit 1", &policy, Timestamp(34))
+            .unwrap();
+        assert_eq!((third.state, third.crash_count), (Crashed, 3));
+        assert_eq!(third.restart_at(&policy), Some(Timestamp(30_034)));
+        // A long healthy run starts the count over.
+        let long = third
+            .unclaim(Timestamp(40_000))
+            .unwrap()
+            .claim(key.clone(), Timestamp(40_001))
+            .unwrap()
+            .run("i1", "a".into(), vec![], true, Timestamp(40_002))
+            .unwrap()
+            .crash("i1", "oom", &policy, Timestamp(40_002 + 300_000))
+            .unwrap();
+        assert_eq!((long.state, long.crash_count), (Unclaimed, 1));
+        let unplaceable = fresh.unplaceable("insufficient resources: memory");
+        assert_eq!(
+            unplaceable.placement_error.as_deref(),
+            Some("insufficient resources: memory")
+        );
+        assert_eq!(
+            claimed.claim(key, Timestamp(11)).unwrap().placement_error,
+            None
+        );
     }
 
     #[test]

@@ -16,7 +16,8 @@ use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::sse::{self, KeepAlive, Sse};
 use futures::Stream;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use serde_json::{Value, json};
 use store::{Committed, Event, EventKind, LockRecord, Store, Topic};
 use tokio::sync::watch;
@@ -56,6 +57,17 @@ impl Hub {
                 newer
             });
         }
+    }
+
+    /// Wakes the subscribers without a known new sequence number: a write that does not
+    /// report one (a presence renewal) may still have appended events.
+    pub fn poke(&self) {
+        self.committed.send_modify(|_| {});
+    }
+
+    /// A receiver that changes whenever subscribers are woken.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.committed.subscribe()
     }
 
     /// Ends every stream, so that a graceful shutdown does not wait on them forever.
@@ -253,7 +265,7 @@ impl Subscriber {
             seq: to,
             kind: "resync".to_owned(),
             at: self.clock.now().as_millis(),
-            data: json!({ "after": from, "resume_after": to }),
+            data: raw(&json!({ "after": from, "resume_after": to })),
         };
         self.push(&message);
     }
@@ -276,7 +288,7 @@ impl Subscriber {
 /// The message an event of the log is shown as, and its topic; `None` for events that
 /// are not shown (locks, presences other than cells).
 pub(crate) fn render(event: &Event) -> Option<(StreamTopic, EventMessage)> {
-    let message = |kind: &str, data: Value| EventMessage {
+    let message = |kind: &str, data: Box<RawValue>| EventMessage {
         seq: event.seq,
         kind: kind.to_owned(),
         at: event.at.as_millis(),
@@ -297,7 +309,7 @@ pub(crate) fn render(event: &Event) -> Option<(StreamTopic, EventMessage)> {
 
 /// A presence event about a cell, as a cell event with the cell as its data. A cell
 /// that goes away and whose record no longer decodes is still reported, by id.
-fn cell_event(event: &Event) -> Option<(&'static str, Value)> {
+fn cell_event(event: &Event) -> Option<(&'static str, Box<RawValue>)> {
     let kind = match event.kind {
         EventKind::PresenceCreated => "cell_appeared",
         EventKind::PresenceChanged => "cell_changed",
@@ -305,24 +317,34 @@ fn cell_event(event: &Event) -> Option<(&'static str, Value)> {
         EventKind::PresenceExpired => "cell_expired",
         _ => return None,
     };
-    let record = serde_json::from_value::<LockRecord>(event.data.clone()).ok();
-    let key = match (&record, &event.data) {
+    let record = serde_json::from_str::<LockRecord>(event.data.get()).ok();
+    // Only a record that does not decode is looked into as plain JSON for its key.
+    let data = match &record {
+        Some(_) => None,
+        None => serde_json::from_str::<Value>(event.data.get()).ok(),
+    };
+    let key = match (&record, &data) {
         (Some(record), _) => record.key.as_str(),
-        (None, Value::String(key)) => key.as_str(),
-        (None, data) => data.get("key")?.as_str()?,
+        (None, Some(Value::String(key))) => key.as_str(),
+        (None, data) => data.as_ref()?.get("key")?.as_str()?,
     };
     let id = key.strip_prefix(cells::PREFIX)?;
     match record.as_ref().and_then(cells::decode) {
-        Some(cell) => Some((kind, serde_json::to_value(cell).ok()?)),
+        Some(cell) => Some((kind, serde_json::value::to_raw_value(&cell).ok()?)),
         None if matches!(
             event.kind,
             EventKind::PresenceRemoved | EventKind::PresenceExpired
         ) =>
         {
-            Some((kind, json!({ "id": id })))
+            Some((kind, raw(&json!({ "id": id }))))
         }
         None => None,
     }
+}
+
+/// `value` as JSON text for a message.
+fn raw(value: &(impl Serialize + ?Sized)) -> Box<RawValue> {
+    serde_json::value::to_raw_value(value).expect("a JSON value always encodes")
 }
 
 #[cfg(test)]
@@ -344,7 +366,7 @@ mod tests {
             seq: 7,
             kind,
             at: Timestamp(5),
-            data: serde_json::to_value(record).unwrap(),
+            data: serde_json::value::to_raw_value(&record).unwrap(),
         }
     }
 
@@ -393,7 +415,8 @@ mod tests {
             );
             if let Some((topic, message)) = got {
                 assert_eq!(topic, StreamTopic::Cell);
-                assert_eq!(message.data["id"].as_str(), id);
+                let data: Value = serde_json::from_str(message.data.get()).unwrap();
+                assert_eq!(data["id"].as_str(), id);
                 assert_eq!((message.seq, message.at), (7, 5));
             }
         }

@@ -14,14 +14,19 @@
 mod auth;
 mod cells;
 mod clock;
+mod converger;
 mod domains;
 mod error;
 mod events;
+mod leader;
 mod lrps;
 mod openapi;
+mod reports;
 mod request;
+mod scheduler;
 mod server;
 mod tasks;
+mod timings;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -37,6 +42,7 @@ use store::{Commit, Committed, Expect, Mutation, Store};
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use server::{Server, ServerOptions, start};
+pub use timings::Timings;
 
 use crate::error::{ApiError, json_errors};
 use crate::events::Hub;
@@ -54,6 +60,7 @@ pub(crate) struct AppState {
     pub clock: Arc<dyn Clock>,
     pub token: Arc<str>,
     pub hub: Arc<Hub>,
+    pub timings: Arc<Timings>,
 }
 
 /// Leaves the token out, so that no log line can carry it.
@@ -73,6 +80,7 @@ impl AppState {
             clock,
             token: token.into(),
             hub: Arc::new(Hub::new()),
+            timings: Arc::new(Timings::default()),
         }
     }
 
@@ -163,6 +171,14 @@ where
     }
 }
 
+/// A route of the cell protocol, whose batches may be far larger than a user's request.
+fn bulk(mut route: Route) -> Route {
+    route.handler = route
+        .handler
+        .layer(DefaultBodyLimit::max(cells::BULK_BODY_BYTES));
+    route
+}
+
 fn public(mut route: Route) -> Route {
     route.public = true;
     route
@@ -187,6 +203,9 @@ pub(crate) fn routes() -> Vec<Route> {
         route(Delete, "/v1/tasks/{id}", tasks::delete),
         route(Post, "/v1/tasks/{id}/cancel", tasks::cancel),
         route(Get, "/v1/cells", cells::list),
+        bulk(route(Post, "/v1/cells/heartbeat", cells::heartbeat)),
+        bulk(route(Post, "/v1/cells/assignments", cells::assignments)),
+        bulk(route(Post, "/v1/cells/reports", reports::reports)),
         route(Put, "/v1/domains/{name}", domains::upsert),
         route(Get, "/v1/domains", domains::list),
         route(Get, "/v1/events", events::stream),
@@ -227,7 +246,9 @@ async fn log_request(request: Request, next: Next) -> Response {
     let response = next.run(request).await;
     let status = response.status().as_u16();
     let ms = started.elapsed().as_secs_f64() * 1000.0;
-    if path == "/v1/health" {
+    // Health checks and the cell protocol's steady heartbeats and reports would drown
+    // what people do; they are there at debug level.
+    if path == "/v1/health" || path.starts_with("/v1/cells/") {
         tracing::debug!(%method, %path, status, ms, "request");
     } else {
         tracing::info!(%method, %path, status, ms, "request");

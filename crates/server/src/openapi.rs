@@ -147,6 +147,18 @@ pub(crate) fn document() -> Value {
                 "get": operation("listCells", "The cells whose presence is live.", vec![], None,
                     ("200", ok("The cells.", list_of("Cell"))), &[]),
             },
+            "/v1/cells/heartbeat": {
+                "post": operation("cellHeartbeat", "Cell protocol: renew the presence of every cell listed for the presence TTL.",
+                    vec![], Some(body(schema("Heartbeat"))), ("200", ok("How long presences live and how often to renew them.", schema("HeartbeatReply"))), &BODY),
+            },
+            "/v1/cells/assignments": {
+                "post": operation("cellAssignments", "Cell protocol: everything assigned to the cells listed (instances CLAIMED or RUNNING there, tasks placed there), for reconciliation.",
+                    vec![], Some(body(schema("AssignmentsRequest"))), ("200", ok("The work assigned.", schema("WorkBatch"))), &BODY),
+            },
+            "/v1/cells/reports": {
+                "post": operation("cellReports", "Cell protocol: apply what happened on cells, each report on its own; `stale` tells the cell to stop that container or not start that task.",
+                    vec![], Some(body(schema("Reports"))), ("200", ok("The outcome of each report, in order.", schema("ReportsReply"))), &BODY),
+            },
             "/v1/domains": {
                 "get": operation("listDomains", "All domains, fresh or expired.", vec![], None,
                     ("200", ok("The domains.", list_of("Domain"))), &[]),
@@ -360,6 +372,23 @@ fn schemas() -> Value {
                     "attributes": { "type": "object", "additionalProperties": { "type": "string" } },
                 },
             },
+            "Heartbeat": { "type": "object", "required": ["cells"], "additionalProperties": false,
+                "properties": { "cells": { "type": "array", "items": schema("Cell") } } },
+            "HeartbeatReply": { "type": "object", "required": ["ttl_ms", "interval_ms"],
+                "properties": { "ttl_ms": int(0), "interval_ms": int(0) } },
+            "AssignmentsRequest": { "type": "object", "required": ["cells"], "additionalProperties": false,
+                "properties": { "cells": { "type": "array", "items": schema("Name") } } },
+            "WorkBatch": { "type": "object", "required": ["items"],
+                "properties": { "items": { "type": "array", "items": { "type": "object", "required": ["kind", "cell"],
+                    "description": "`start_instance` {lrp, index, instance_id}, `stop_instance` {lrp, index, instance_id}, `start_task` {task}, `cancel_task` {id}.",
+                    "properties": { "kind": { "enum": ["start_instance", "stop_instance", "start_task", "cancel_task"] }, "cell": schema("Name") } } } } },
+            "Reports": { "type": "object", "required": ["reports"], "additionalProperties": false,
+                "properties": { "reports": { "type": "array", "items": { "type": "object", "required": ["kind", "cell"],
+                    "description": "`instance_running` {lrp, index, instance_id, address, ports, routable}, `instance_crashed` {lrp, index, instance_id, reason}, `instance_stopped` {lrp, index, instance_id}, `task_started` {id}, `task_completed` {id, failed, failure_reason, result}, `task_rejected` {id, reason}.",
+                    "properties": { "kind": { "enum": ["instance_running", "instance_crashed", "instance_stopped", "task_started", "task_completed", "task_rejected"] }, "cell": schema("Name") } } } } },
+            "ReportsReply": { "type": "object", "required": ["results"],
+                "properties": { "results": { "type": "array", "items": { "type": "object", "required": ["result"],
+                    "properties": { "result": { "enum": ["ok", "stale"] }, "message": { "type": "string" } } } } } },
             "EventMessage": {
                 "type": "object", "required": ["seq", "kind", "at", "data"],
                 "properties": {

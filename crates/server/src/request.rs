@@ -11,15 +11,17 @@ use serde::de::DeserializeOwned;
 
 use crate::error::ApiError;
 
-/// A JSON request body of type `T`. Unlike axum's `Json`, its errors are the API's
-/// envelope and name the field at fault (`resources.memory_mb`).
+/// A JSON request body of type `T`, at most `LIMIT` bytes. Unlike axum's `Json`, its
+/// errors are the API's envelope and name the field at fault (`resources.memory_mb`).
 #[derive(Debug)]
-pub struct JsonBody<T>(pub T);
+pub struct JsonBody<T, const LIMIT: usize = MAX_BODY_BYTES>(pub T);
 
-impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
+impl<S: Send + Sync, T: DeserializeOwned, const LIMIT: usize> FromRequest<S>
+    for JsonBody<T, LIMIT>
+{
     type Rejection = ApiError;
 
-    async fn from_request(request: Request, state: &S) -> Result<JsonBody<T>, ApiError> {
+    async fn from_request(request: Request, state: &S) -> Result<JsonBody<T, LIMIT>, ApiError> {
         let content_type = request
             .headers()
             .get(header::CONTENT_TYPE)
@@ -35,14 +37,14 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
             .headers()
             .get(header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
-        if declared.is_some_and(|len| len > MAX_BODY_BYTES as u64) {
-            return Err(too_large());
+        if declared.is_some_and(|len| len > LIMIT as u64) {
+            return Err(too_large(LIMIT));
         }
         let bytes = Bytes::from_request(request, state)
             .await
             .map_err(|rejection| {
                 if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                    too_large()
+                    too_large(LIMIT)
                 } else {
                     ApiError::new(ErrorCode::BadRequest, rejection.body_text())
                 }
@@ -51,10 +53,10 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
     }
 }
 
-fn too_large() -> ApiError {
+fn too_large(limit: usize) -> ApiError {
     ApiError::new(
         ErrorCode::PayloadTooLarge,
-        format!("the body is larger than {MAX_BODY_BYTES} bytes"),
+        format!("the body is larger than {limit} bytes"),
     )
 }
 

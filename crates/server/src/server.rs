@@ -13,7 +13,7 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 use crate::clock::SystemClock;
-use crate::{AppState, auth, router};
+use crate::{AppState, Timings, auth, leader, router};
 
 /// How long a graceful shutdown waits for requests in flight before it cuts them off.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
@@ -27,6 +27,8 @@ pub struct ServerOptions {
     pub db_url: String,
     /// Holds the API token (`token`, mode 0600); created with mode 0700.
     pub data_dir: PathBuf,
+    /// Heartbeat, presence and leader timers, and the convergence interval.
+    pub timings: Timings,
 }
 
 /// A server that is serving. Dropping it leaves it running in the background; call
@@ -39,6 +41,9 @@ pub struct Server {
     store: SqlStore,
     stop: oneshot::Sender<()>,
     serving: JoinHandle<std::io::Result<()>>,
+    /// Competes for the leader lock and, while it holds it, schedules and converges.
+    leading: JoinHandle<()>,
+    owner: String,
 }
 
 /// Opens the store (running its migrations), loads or creates the token, binds and
@@ -54,12 +59,15 @@ pub async fn start(options: ServerOptions) -> anyhow::Result<Server> {
     let addr = listener
         .local_addr()
         .context("read the address listened on")?;
-    let state = AppState::new(
+    let mut state = AppState::new(
         Arc::new(store.clone()),
         token.clone(),
         Arc::new(SystemClock),
     );
+    state.timings = Arc::new(options.timings.clone());
     let app = router(state.clone());
+    let owner = format!("server-{}", uuid::Uuid::new_v4());
+    let leading = tokio::spawn(leader::run(state.clone(), owner.clone()));
     let (stop, stopped) = oneshot::channel::<()>();
     let serving = tokio::spawn(async move {
         axum::serve(listener, app)
@@ -78,6 +86,8 @@ pub async fn start(options: ServerOptions) -> anyhow::Result<Server> {
         store,
         stop,
         serving,
+        leading,
+        owner,
     })
 }
 
@@ -113,8 +123,17 @@ impl Server {
             store,
             stop,
             mut serving,
+            leading,
+            owner,
             ..
         } = self;
+        // Stop leading first and hand the lock back, so that a standby server takes
+        // over at once rather than after the lock's TTL.
+        leading.abort();
+        let _ = leading.await;
+        if let Err(e) = state.store.release(leader::LOCK, &owner).await {
+            tracing::warn!(error = %e, "could not release the leader lock");
+        }
         state.hub.close();
         let _ = stop.send(());
         let served = match tokio::time::timeout(SHUTDOWN_GRACE, &mut serving).await {
@@ -136,9 +155,11 @@ impl Server {
             store,
             stop,
             serving,
+            leading,
             ..
         } = self;
         let served = flatten(serving.await);
+        leading.abort();
         // Held until here: dropping it would stop the server.
         drop(stop);
         store.close().await;

@@ -25,6 +25,7 @@ fn options(dir: &std::path::Path) -> ServerOptions {
         listen: "127.0.0.1:0".parse().unwrap(),
         db_url: format!("sqlite:{}", dir.join("corral.db").display()),
         data_dir: dir.join("data"),
+        timings: Default::default(),
     }
 }
 

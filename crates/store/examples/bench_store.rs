@@ -23,6 +23,12 @@ use model::{Action, Name, Resources, Rootfs, Task, TaskSpec, TaskState, Timestam
 use store::sql::{SqlStore, WriterStats};
 use store::{Commit, Expect, Mutation, Store};
 
+/// The allocator the `corral` binary uses too: with hundreds of writers preparing
+/// commits on the runtime's threads and the store's writer freeing them on its own,
+/// glibc's malloc spent a quarter of the benchmark's time in malloc and free.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Debug, Parser)]
 #[command(about = "Measure durable store writes per second with group commit")]
 struct Args {

@@ -5,16 +5,29 @@ use std::str::FromStr;
 
 use model::Timestamp;
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 
 /// One change. `seq` orders all events and is the cursor a reader resumes from.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Event {
     pub seq: u64,
     pub kind: EventKind,
     pub at: Timestamp,
     /// The row after the change (the whole LRP, instance, task, domain or lock record);
-    /// for removals, the key of the removed row.
-    pub data: serde_json::Value,
+    /// for removals, the key of the removed row. Kept as the JSON text the store wrote,
+    /// encoded once when the row was written: the event stream passes it through, and
+    /// a reader that needs the fields parses `data.get()`.
+    pub data: Box<RawValue>,
+}
+
+/// Events are equal when they say the same thing: the same text, as the store wrote it.
+impl PartialEq for Event {
+    fn eq(&self, other: &Event) -> bool {
+        self.seq == other.seq
+            && self.kind == other.kind
+            && self.at == other.at
+            && self.data.get() == other.data.get()
+    }
 }
 
 /// What changed.

@@ -67,6 +67,9 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     async fn list_lrps(&self, filter: &LrpFilter) -> Result<Vec<Lrp>>;
     /// Ordered by (lrp, index, presence).
     async fn list_instances(&self, filter: &InstanceFilter) -> Result<Vec<Instance>>;
+    /// Every row (ordinary, evacuating, suspect) of one instance index, ordered by
+    /// presence: the point lookup that cell reports need.
+    async fn get_instances(&self, lrp: &Name, index: u32) -> Result<Vec<Instance>>;
     async fn get_task(&self, id: &Name) -> Result<Option<Task>>;
     /// Ordered by creation time, then id.
     async fn list_tasks(&self, filter: &TaskFilter) -> Result<Vec<Task>>;

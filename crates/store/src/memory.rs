@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use async_trait::async_trait;
 use model::{Domain, Generation, Instance, Lrp, Name, Presence, Task, Timestamp};
-use serde_json::Value;
+use serde_json::value::RawValue;
 
 use crate::rows::{self, INSTANCE, LRP, TASK, check_delete, next_generation};
 use crate::{
@@ -64,7 +64,7 @@ impl MemoryStore {
 }
 
 impl State {
-    fn append(&mut self, at: Timestamp, events: Vec<(EventKind, Value)>) -> Vec<Event> {
+    fn append(&mut self, at: Timestamp, events: Vec<(EventKind, Box<RawValue>)>) -> Vec<Event> {
         events
             .into_iter()
             .map(|(kind, data)| {
@@ -87,7 +87,7 @@ impl State {
         &mut self,
         mutation: Mutation,
         undo: &mut Vec<Undo>,
-    ) -> Result<(Generation, (EventKind, Value))> {
+    ) -> Result<(Generation, (EventKind, Box<RawValue>))> {
         let (kind, key) = rows::target(&mutation);
         match mutation {
             Mutation::PutLrp { lrp, expect } => {
@@ -206,6 +206,17 @@ impl Store for MemoryStore {
             .values()
             .filter(|l| filter.domain.as_ref().is_none_or(|d| *d == l.spec.domain))
             .cloned()
+            .collect())
+    }
+
+    async fn get_instances(&self, lrp: &Name, index: u32) -> Result<Vec<Instance>> {
+        let state = self.state();
+        Ok(state
+            .instances
+            .range(
+                (lrp.clone(), index, Presence::Ordinary)..=(lrp.clone(), index, Presence::Suspect),
+            )
+            .map(|(_, i)| i.clone())
             .collect())
     }
 

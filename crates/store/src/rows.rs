@@ -4,7 +4,7 @@
 
 use model::{Generation, Instance, Lrp, Name, Presence, Task, Timestamp};
 use serde::Serialize;
-use serde_json::{Value, json};
+use serde_json::value::RawValue;
 
 use crate::{EventKind, Expect, LockKind, LockRecord, LockRequest, Mutation, StoreError};
 
@@ -40,15 +40,16 @@ pub(crate) fn target(mutation: &Mutation) -> (&'static str, String) {
     }
 }
 
-/// Serializes a row for storage or an event. Model rows are plain derived data, so this
-/// only fails if a model type gains a serializer that can fail; that is reported, not
-/// panicked on.
-pub(crate) fn to_json<T: Serialize>(
+/// Serializes a row for storage or an event, once: the text is what the row's `data`
+/// column and its event store, and what the event carries. Model rows are plain
+/// derived data, so this only fails if a model type gains a serializer that can fail;
+/// that is reported, not panicked on.
+pub(crate) fn to_json<T: Serialize + ?Sized>(
     kind: &'static str,
     key: &str,
     row: &T,
-) -> Result<Value, StoreError> {
-    serde_json::to_value(row).map_err(|e| StoreError::Corrupt {
+) -> Result<Box<RawValue>, StoreError> {
+    serde_json::value::to_raw_value(row).map_err(|e| StoreError::Corrupt {
         kind,
         key: key.to_owned(),
         reason: format!("cannot encode: {e}"),
@@ -56,16 +57,38 @@ pub(crate) fn to_json<T: Serialize>(
 }
 
 /// The event data of a removal: the key of the removed row.
-pub(crate) fn lrp_removed(name: &Name) -> Value {
-    json!({ "name": name })
+pub(crate) fn lrp_removed(name: &Name) -> Box<RawValue> {
+    #[derive(Serialize)]
+    struct Key<'a> {
+        name: &'a Name,
+    }
+    removed_key(&Key { name })
 }
 
-pub(crate) fn instance_removed(lrp: &Name, index: u32, presence: Presence) -> Value {
-    json!({ "lrp": lrp, "index": index, "presence": presence })
+pub(crate) fn instance_removed(lrp: &Name, index: u32, presence: Presence) -> Box<RawValue> {
+    #[derive(Serialize)]
+    struct Key<'a> {
+        lrp: &'a Name,
+        index: u32,
+        presence: Presence,
+    }
+    removed_key(&Key {
+        lrp,
+        index,
+        presence,
+    })
 }
 
-pub(crate) fn task_removed(id: &Name) -> Value {
-    json!({ "id": id })
+pub(crate) fn task_removed(id: &Name) -> Box<RawValue> {
+    #[derive(Serialize)]
+    struct Key<'a> {
+        id: &'a Name,
+    }
+    removed_key(&Key { id })
+}
+
+fn removed_key<T: Serialize>(key: &T) -> Box<RawValue> {
+    serde_json::value::to_raw_value(key).expect("a key of names and numbers always encodes")
 }
 
 /// A put sets the row's generation from its condition; the caller's value is ignored.
@@ -151,7 +174,7 @@ pub(crate) struct Acquired {
     /// Whether `record.fence` is a new token, so the global counter moved on to it.
     pub new_token: bool,
     /// Presence events to append, in order.
-    pub events: Vec<(EventKind, Value)>,
+    pub events: Vec<(EventKind, Box<RawValue>)>,
 }
 
 /// The rules of locks: the same owner renews and keeps its token; another owner waits
@@ -214,7 +237,7 @@ pub(crate) fn acquire(
 pub(crate) fn lock_gone(
     record: &LockRecord,
     kind: EventKind,
-) -> Result<Option<(EventKind, Value)>, StoreError> {
+) -> Result<Option<(EventKind, Box<RawValue>)>, StoreError> {
     if record.kind != LockKind::Presence {
         return Ok(None);
     }

@@ -62,7 +62,8 @@ async fn new_events_arrive_as_they_are_committed() {
         )
     );
     let removed = api.store.events_after(6, 1).await.unwrap();
-    assert_eq!(removed[0].data, json!({"name": "web"}));
+    let data: serde_json::Value = serde_json::from_str(removed[0].data.get()).unwrap();
+    assert_eq!(data, json!({"name": "web"}));
 }
 
 #[tokio::test]

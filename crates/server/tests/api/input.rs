@@ -220,6 +220,9 @@ impl store::Store for Down {
     ) -> store::Result<Vec<model::Instance>> {
         down()
     }
+    async fn get_instances(&self, _: &model::Name, _: u32) -> store::Result<Vec<model::Instance>> {
+        down()
+    }
     async fn get_task(&self, _: &model::Name) -> store::Result<Option<model::Task>> {
         down()
     }

@@ -221,6 +221,10 @@ impl Store for SqlStore {
         read!(self, list_instances(filter))
     }
 
+    async fn get_instances(&self, lrp: &Name, index: u32) -> Result<Vec<Instance>> {
+        read!(self, get_instances(lrp, index))
+    }
+
     async fn get_task(&self, id: &Name) -> Result<Option<Task>> {
         read!(self, get_task(id))
     }

@@ -4,9 +4,15 @@
 //! encoded to JSON and broken into the column values the writer binds; the event each
 //! mutation appends is built here too. Callers run in parallel; the writer, which
 //! applies one group at a time, is left to bind, execute and commit.
+//!
+//! Each row is encoded once, straight to text. The column values the writer binds are
+//! shared strings (`Arc<str>`), so binding one, even twice (the row's `data` and its
+//! event's), copies nothing on the writer's serial path.
+
+use std::sync::Arc;
 
 use model::{Domain, Generation, Instance, Lrp, Name, Presence, Task, Timestamp};
-use serde_json::Value;
+use serde_json::value::RawValue;
 
 use super::{instance_state_name, int, presence_number, task_state_name};
 use crate::rows::{self, DOMAIN, INSTANCE, LRP, TASK};
@@ -35,9 +41,10 @@ pub(super) struct Change {
 pub(super) struct Applied {
     pub generation: Generation,
     pub kind: EventKind,
-    pub data: Value,
-    /// `data` as stored: the row's `data` column and the event's.
-    pub text: String,
+    /// The event's data, for the caller.
+    pub data: Box<RawValue>,
+    /// The same text as stored: the row's `data` column and the event's.
+    pub text: Arc<str>,
 }
 
 #[derive(Debug)]
@@ -68,9 +75,8 @@ pub(super) struct Put {
 /// A value to bind.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) enum Column {
-    Text(String),
-    Word(&'static str),
-    MaybeText(Option<String>),
+    Text(Arc<str>),
+    MaybeText(Option<Arc<str>>),
     Int(i64),
 }
 
@@ -150,7 +156,7 @@ impl PreparedCommit {
 }
 
 fn text(name: &Name) -> Column {
-    Column::Text(name.to_string())
+    Column::Text(Arc::from(name.as_str()))
 }
 
 fn lrp_keys(name: &Name) -> Vec<Column> {
@@ -222,14 +228,10 @@ impl Change {
             ),
             Mutation::PutDomain { domain } => {
                 let data = rows::to_json(DOMAIN, &key, &domain)?;
-                let text = data.to_string();
-                let applied = Applied {
-                    generation: 0,
-                    kind: EventKind::DomainChanged,
-                    data,
-                    text,
-                };
-                (Write::Domain(domain), applied)
+                (
+                    Write::Domain(domain),
+                    applied(0, EventKind::DomainChanged, data),
+                )
             }
         };
         Ok(Change {
@@ -265,8 +267,8 @@ fn instance_put(i: &Instance, expect: Expect, key: &str) -> Result<(Write, Appli
     let mut columns = instance_keys(&i.lrp, i.index, i.presence);
     columns.extend([
         text(&i.domain),
-        Column::Word(instance_state_name(i.state)),
-        Column::MaybeText(i.key.as_ref().map(|k| k.cell_id.to_string())),
+        Column::Text(Arc::from(instance_state_name(i.state))),
+        Column::MaybeText(i.key.as_ref().map(|k| Arc::from(k.cell_id.as_str()))),
         Column::Int(int(i.generation)),
     ]);
     let put = Put {
@@ -282,8 +284,8 @@ fn task_put(task: &Task, expect: Expect, key: &str) -> Result<(Write, Applied)> 
     let mut columns = task_keys(&task.id);
     columns.extend([
         text(&task.spec.domain),
-        Column::Word(task_state_name(task.state)),
-        Column::MaybeText(task.cell_id.as_ref().map(Name::to_string)),
+        Column::Text(Arc::from(task_state_name(task.state))),
+        Column::MaybeText(task.cell_id.as_ref().map(|c| Arc::from(c.as_str()))),
         Column::Int(int(task.created_at.0)),
         Column::Int(int(task.generation)),
     ]);
@@ -296,27 +298,21 @@ fn task_put(task: &Task, expect: Expect, key: &str) -> Result<(Write, Applied)> 
     encoded(put, task.generation, rows::to_json(TASK, key, task)?)
 }
 
-fn encoded(put: Put, generation: Generation, data: Value) -> Result<(Write, Applied)> {
+fn encoded(put: Put, generation: Generation, data: Box<RawValue>) -> Result<(Write, Applied)> {
     let created = put.expect == Expect::Absent;
     let kind = rows::put_event(put.table.kind(), created);
-    let text = data.to_string();
-    Ok((
-        Write::Put(put),
-        Applied {
-            generation,
-            kind,
-            data,
-            text,
-        },
-    ))
+    Ok((Write::Put(put), applied(generation, kind, data)))
 }
 
-fn removed(kind: EventKind, data: Value) -> Applied {
-    let text = data.to_string();
+fn removed(kind: EventKind, data: Box<RawValue>) -> Applied {
+    applied(0, kind, data)
+}
+
+fn applied(generation: Generation, kind: EventKind, data: Box<RawValue>) -> Applied {
     Applied {
-        generation: 0,
+        generation,
         kind,
+        text: Arc::from(data.get()),
         data,
-        text,
     }
 }

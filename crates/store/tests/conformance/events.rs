@@ -100,29 +100,29 @@ pub(crate) async fn events_record_every_change_in_order(b: &Backend) {
     let mut created_lrp = lrp("web", "d1");
     created_lrp.generation = 1;
     assert_eq!(
-        events[0].data,
+        data(&events[0]),
         serde_json::to_value(&created_lrp).expect("json")
     );
     let mut created_instance = instance("web", 0, InstanceState::Unclaimed, None);
     created_instance.generation = 1;
     assert_eq!(
-        events[1].data,
+        data(&events[1]),
         serde_json::to_value(&created_instance).expect("json")
     );
-    assert_eq!(events[3].data, json!({"name": "d1", "expires_at": 100}));
+    assert_eq!(data(&events[3]), json!({"name": "d1", "expires_at": 100}));
     changed_task.generation = 2;
     assert_eq!(
-        events[4].data,
+        data(&events[4]),
         serde_json::to_value(&changed_task).expect("json")
     );
-    assert_eq!(events[4].data["generation"], 2);
+    assert_eq!(data(&events[4])["generation"], 2);
     // Removals carry the key.
     assert_eq!(
-        events[7].data,
+        data(&events[7]),
         json!({"lrp": "web", "index": 0, "presence": "ORDINARY"})
     );
-    assert_eq!(events[8].data, json!({"id": "t1"}));
-    assert_eq!(events[9].data, json!({"name": "web"}));
+    assert_eq!(data(&events[8]), json!({"id": "t1"}));
+    assert_eq!(data(&events[9]), json!({"name": "web"}));
 }
 
 pub(crate) async fn events_page_from_a_cursor(b: &Backend) {
@@ -162,7 +162,7 @@ pub(crate) async fn events_page_from_a_cursor(b: &Backend) {
     );
     let tail = b.store.events_after(23, 100).await.expect("tail");
     assert_eq!(tail.iter().map(|e| e.seq).collect::<Vec<_>>(), [24, 25]);
-    assert_eq!(tail[0].data["id"], "t23");
+    assert_eq!(data(&tail[0])["id"], "t23");
     assert!(b.store.events_after(25, 10).await.expect("none").is_empty());
     assert!(b.store.events_after(99, 10).await.expect("none").is_empty());
     assert!(b.store.events_after(0, 0).await.expect("none").is_empty());

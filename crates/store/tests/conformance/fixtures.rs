@@ -16,6 +16,11 @@ pub(crate) fn t(ms: u64) -> Timestamp {
     Timestamp(ms)
 }
 
+/// An event's data, parsed, to look into or compare whatever the order of its keys.
+pub(crate) fn data(event: &Event) -> serde_json::Value {
+    serde_json::from_str(event.data.get()).expect("event data is JSON")
+}
+
 pub(crate) fn lrp(n: &str, domain: &str) -> Lrp {
     Lrp {
         spec: LrpSpec {

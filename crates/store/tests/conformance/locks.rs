@@ -210,8 +210,8 @@ pub(crate) async fn expiry_deletes_and_returns_expired_locks(b: &Backend) {
     assert_eq!(new.len(), 1, "only the presence emits an event: {new:?}");
     assert_eq!(new[0].kind, EventKind::PresenceExpired);
     assert_eq!(new[0].at, t(100));
-    assert_eq!(new[0].data["key"], "cells/c1");
-    assert_eq!(new[0].data["owner"], "owner");
+    assert_eq!(data(new[0])["key"], "cells/c1");
+    assert_eq!(data(new[0])["owner"], "owner");
 
     assert!(
         b.store
@@ -278,8 +278,8 @@ pub(crate) async fn presences_emit_events_and_locks_do_not(b: &Backend) {
         .map(|e| {
             (
                 e.kind,
-                e.data["owner"].as_str().unwrap_or_default().to_owned(),
-                e.data["value"].as_str().unwrap_or_default().to_owned(),
+                data(e)["owner"].as_str().unwrap_or_default().to_owned(),
+                data(e)["value"].as_str().unwrap_or_default().to_owned(),
             )
         })
         .collect();
@@ -299,7 +299,7 @@ pub(crate) async fn presences_emit_events_and_locks_do_not(b: &Backend) {
     assert_eq!(events[1].at, t(100));
     assert_eq!(events[2].at, t(250));
     let created: store::LockRecord =
-        serde_json::from_value(events[3].data.clone()).expect("the data is a lock record");
+        serde_json::from_str(events[3].data.get()).expect("the data is a lock record");
     assert_eq!(
         created,
         store::LockRecord {

@@ -118,6 +118,22 @@ pub(crate) async fn instances_are_listed_by_lrp_cell_and_state(b: &Backend) {
         .await,
         ["web/0/ORDINARY", "web/1/ORDINARY", "web-2/0/ORDINARY"]
     );
+    let index = |lrp: &'static str, index: u32| async move {
+        b.store
+            .get_instances(&name(lrp), index)
+            .await
+            .expect("get instances")
+            .into_iter()
+            .map(|i| format!("{}/{}/{}", i.lrp, i.index, i.presence))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        index("web", 0).await,
+        ["web/0/ORDINARY", "web/0/EVACUATING"]
+    );
+    assert_eq!(index("web", 2).await, ["web/2/ORDINARY"]);
+    assert!(index("web", 3).await.is_empty());
+    assert!(index("web-", 0).await.is_empty());
     assert_eq!(
         list(InstanceFilter {
             state: Some(Claimed),

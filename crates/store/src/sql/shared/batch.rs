@@ -8,10 +8,10 @@
 //! order, and their events get sequence numbers in that order.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::LazyLock;
+use std::sync::{Arc, LazyLock};
 
 use model::Timestamp;
-use serde_json::Value;
+use serde_json::value::RawValue;
 use sqlx::Row;
 
 use super::mutate::{self, MAX_ROWS, padded};
@@ -25,9 +25,26 @@ use crate::{Committed, Event, EventKind, Lease, LockRecord, LockRequest, Result,
 /// An event waiting to be inserted when its transaction finishes.
 struct EventRow {
     seq: i64,
-    kind: &'static str,
+    kind: EventKind,
     at: i64,
-    data: String,
+    /// The text the caller encoded, shared with the row it is about.
+    data: Arc<str>,
+}
+
+/// Each event kind's name as a shared string, so binding one allocates nothing.
+static KIND_NAMES: LazyLock<Vec<(EventKind, Arc<str>)>> = LazyLock::new(|| {
+    EventKind::ALL
+        .into_iter()
+        .map(|kind| (kind, Arc::from(kind.as_str())))
+        .collect()
+});
+
+fn kind_name(kind: EventKind) -> Arc<str> {
+    KIND_NAMES
+        .iter()
+        .find(|(k, _)| *k == kind)
+        .map(|(_, name)| name.clone())
+        .expect("KIND_NAMES covers every event kind")
 }
 
 /// What one transaction has done so far: the counters it moved and the events it has
@@ -113,11 +130,17 @@ impl Batch {
         Ok(sql)
     }
 
-    fn append(&mut self, at: Timestamp, kind: EventKind, data: Value, text: String) -> Event {
+    fn append(
+        &mut self,
+        at: Timestamp,
+        kind: EventKind,
+        data: Box<RawValue>,
+        text: Arc<str>,
+    ) -> Event {
         self.last_seq += 1;
         self.events.push(EventRow {
             seq: int(self.last_seq),
-            kind: kind.as_str(),
+            kind,
             at: int(at.0),
             data: text,
         });
@@ -129,8 +152,8 @@ impl Batch {
         }
     }
 
-    fn append_value(&mut self, at: Timestamp, kind: EventKind, data: Value) -> Event {
-        let text = data.to_string();
+    fn append_value(&mut self, at: Timestamp, kind: EventKind, data: Box<RawValue>) -> Event {
+        let text = Arc::from(data.get());
         self.append(at, kind, data, text)
     }
 
@@ -159,9 +182,9 @@ impl Batch {
             for row in rows.iter().chain(padding) {
                 query = query
                     .bind(row.seq)
-                    .bind(row.kind)
+                    .bind(kind_name(row.kind))
                     .bind(row.at)
-                    .bind(row.data.as_str());
+                    .bind(row.data.clone());
             }
             let inserted = query.execute(&mut *conn).await?.rows_affected();
             // The padding inserts nothing; a real row that inserted nothing would mean

@@ -17,8 +17,8 @@ use sqlx::migrate::{Migration, MigrationType, Migrator};
 use sqlx::{Connection, Database, SqlStr};
 
 pub(in crate::sql) use read::{
-    event_bounds, events_after, get_lrp, get_task, list_domains, list_instances, list_locks,
-    list_lrps, list_tasks,
+    event_bounds, events_after, get_instances, get_lrp, get_task, list_domains, list_instances,
+    list_locks, list_lrps, list_tasks,
 };
 pub(in crate::sql) use write::Writer;
 

@@ -12,7 +12,7 @@
 //! number of statements per group is what this module keeps down.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::LazyLock;
+use std::sync::{Arc, LazyLock};
 
 use model::Generation;
 use sqlx::Database;
@@ -163,10 +163,10 @@ fn bind<'q, O>(
     query: sqlx::query::QueryScalar<'q, Db, O, Arguments>,
     column: &'q Column,
 ) -> sqlx::query::QueryScalar<'q, Db, O, Arguments> {
+    // Shared strings are bound by handle: the writer copies no text.
     match column {
-        Column::Text(s) => query.bind(s.as_str()),
-        Column::Word(s) => query.bind(*s),
-        Column::MaybeText(s) => query.bind(s.as_deref()),
+        Column::Text(s) => query.bind(s.clone()),
+        Column::MaybeText(s) => query.bind(s.clone()),
         Column::Int(n) => query.bind(*n),
     }
 }
@@ -181,11 +181,11 @@ pub(super) async fn apply(
     let mut written: HashMap<Table, HashSet<String>> = HashMap::new();
     for table in Table::ALL {
         for kind in [Op::Insert, Op::Update] {
-            let batch: Vec<(&Put, &str)> = changes
+            let batch: Vec<(&Put, &Arc<str>)> = changes
                 .iter()
                 .filter_map(|change| match &change.write {
                     Write::Put(put) if put.table == table && op(put) == kind => {
-                        Some((put, change.applied.text.as_str()))
+                        Some((put, &change.applied.text))
                     }
                     _ => None,
                 })
@@ -198,7 +198,7 @@ pub(super) async fn apply(
                     for column in &put.columns {
                         query = bind(query, column);
                     }
-                    query = query.bind(*text);
+                    query = query.bind(Arc::clone(text));
                     if let Expect::Generation(g) = put.expect {
                         query = query.bind(int(g));
                     }

@@ -5,6 +5,7 @@ use std::str::FromStr;
 
 use model::{Domain, Lrp, Name, Task, Timestamp};
 use serde::de::DeserializeOwned;
+use serde_json::value::RawValue;
 use sqlx::{AssertSqlSafe, Pool};
 
 use super::{Db, LockRow, decode, lock_record};
@@ -84,6 +85,23 @@ pub(in crate::sql) async fn list_instances(
     select_rows(pool, INSTANCE, query).await
 }
 
+pub(in crate::sql) async fn get_instances(
+    pool: &Pool<Db>,
+    lrp: &Name,
+    index: u32,
+) -> Result<Vec<model::Instance>> {
+    let rows: Vec<(String, String)> = sqlx::query_as(
+        "SELECT lrp, data FROM instances WHERE lrp = $1 AND idx = $2 ORDER BY presence",
+    )
+    .bind(lrp.as_str())
+    .bind(i64::from(index))
+    .fetch_all(pool)
+    .await?;
+    rows.iter()
+        .map(|(key, data)| decode(INSTANCE, key, data))
+        .collect()
+}
+
 pub(in crate::sql) async fn get_task(pool: &Pool<Db>, id: &Name) -> Result<Option<Task>> {
     let data: Option<String> = sqlx::query_scalar("SELECT data FROM tasks WHERE id = $1")
         .bind(id.as_str())
@@ -153,7 +171,11 @@ pub(in crate::sql) async fn events_after(
                     reason,
                 })?,
                 at: Timestamp(uint(rows::EVENT, &key, at)?),
-                data: decode(rows::EVENT, &key, &data)?,
+                data: RawValue::from_string(data).map_err(|e| StoreError::Corrupt {
+                    kind: rows::EVENT,
+                    key: key.clone(),
+                    reason: e.to_string(),
+                })?,
             })
         })
         .collect()

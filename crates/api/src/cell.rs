@@ -1,0 +1,145 @@
+//! The cell protocol: how cells announce themselves, receive work and report state.
+//!
+//! Cells are clients of the server's API. A cell (or a process simulating many cells)
+//! sends heartbeats that keep its presence alive, receives work pushed by the scheduler
+//! to `POST {cell address}/v1/work` (and fetches everything assigned to it with
+//! `POST /v1/cells/assignments` to reconcile), and reports what happened with
+//! `POST /v1/cells/reports`. Every message carries cell ids, so one process can speak
+//! for many simulated cells in one request: work and reports travel in batches.
+//!
+//! The store is the source of truth: an instance is assigned to a cell when its row is
+//! CLAIMED with that cell in its key, before any work is sent. A cell runs only what is
+//! assigned to it and stops anything else it finds, so a resent or duplicated message
+//! never runs an instance twice. A task runs only after the cell's `TaskStarted` report
+//! succeeded: that report is the single PENDING -> RUNNING compare-and-set.
+
+use model::{Cell, Lrp, Name, PortMapping, Task};
+use serde::{Deserialize, Serialize};
+
+/// `POST /v1/cells/heartbeat`: renews the presence of every cell listed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Heartbeat {
+    pub cells: Vec<Cell>,
+}
+
+/// How long a presence lives without a heartbeat, and how often to send one.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HeartbeatReply {
+    pub ttl_ms: u64,
+    pub interval_ms: u64,
+}
+
+/// Work for cells, pushed by the scheduler or fetched by a reconciling cell.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkBatch {
+    pub items: Vec<WorkItem>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum WorkItem {
+    /// Run instance `index` of `lrp` as `instance_id`; report `InstanceRunning` once it
+    /// has started (and passed its startup check).
+    StartInstance {
+        cell: Name,
+        lrp: Box<Lrp>,
+        index: u32,
+        instance_id: String,
+    },
+    /// Stop this instance's container (scale down, LRP removed, reassigned elsewhere).
+    StopInstance {
+        cell: Name,
+        lrp: Name,
+        index: u32,
+        instance_id: String,
+    },
+    /// Run this task once `TaskStarted` is accepted.
+    StartTask { cell: Name, task: Box<Task> },
+    /// Stop this task's container: it was cancelled.
+    CancelTask { cell: Name, id: Name },
+}
+
+/// `POST /v1/cells/assignments`: everything currently assigned to these cells.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AssignmentsRequest {
+    pub cells: Vec<Name>,
+}
+
+/// `POST /v1/cells/reports`: what happened on cells, applied in order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Reports {
+    pub reports: Vec<Report>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Report {
+    InstanceRunning {
+        cell: Name,
+        lrp: Name,
+        index: u32,
+        instance_id: String,
+        address: String,
+        #[serde(default)]
+        ports: Vec<PortMapping>,
+        #[serde(default = "yes")]
+        routable: bool,
+    },
+    InstanceCrashed {
+        cell: Name,
+        lrp: Name,
+        index: u32,
+        instance_id: String,
+        reason: String,
+    },
+    /// The container is gone because it was told to stop, or never started.
+    InstanceStopped {
+        cell: Name,
+        lrp: Name,
+        index: u32,
+        instance_id: String,
+    },
+    /// The cell is about to run the task: the at-most-once gate.
+    TaskStarted { cell: Name, id: Name },
+    TaskCompleted {
+        cell: Name,
+        id: Name,
+        failed: bool,
+        #[serde(default)]
+        failure_reason: Option<String>,
+        #[serde(default)]
+        result: Option<String>,
+    },
+    /// The cell could not start the task (no room after all, container creation
+    /// failed): it goes back to PENDING, up to a bounded number of times.
+    TaskRejected {
+        cell: Name,
+        id: Name,
+        reason: String,
+    },
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// The outcome of each report, in the order sent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReportsReply {
+    pub results: Vec<ReportResult>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "result", rename_all = "snake_case")]
+pub enum ReportResult {
+    Ok,
+    /// The report no longer matches what is assigned (the instance was reassigned or
+    /// removed, the task started elsewhere or was cancelled): the cell must stop that
+    /// container, or not start that task.
+    Stale {
+        message: String,
+    },
+}

@@ -1,0 +1,382 @@
+//! The leader's loops end to end: a real server on SQLite, and fake cells in the test
+//! that speak the cell protocol (heartbeats, work pushed to them, reports). Placement,
+//! crash restarts, replacement of a dead cell's instances, at-most-once tasks and
+//! unplaceable work are checked as a user of the API would see them.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use api::{WorkBatch, WorkItem};
+use axum::Json;
+use axum::extract::State;
+use serde_json::{Value, json};
+use server::{Server, ServerOptions, Timings, start};
+use tokio::sync::{Mutex, mpsc};
+
+const DEADLINE: Duration = Duration::from_secs(15);
+
+struct Cluster {
+    server: Server,
+    http: reqwest::Client,
+    base: String,
+    work: Mutex<mpsc::UnboundedReceiver<WorkItem>>,
+    /// Per cell: whether it still sends heartbeats.
+    alive: BTreeMap<&'static str, Arc<AtomicBool>>,
+    _dir: tempfile::TempDir,
+}
+
+async fn cluster(cells: &[&'static str]) -> Cluster {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let timings = Timings {
+        heartbeat_interval_ms: 100,
+        presence_ttl_ms: 600,
+        leader_ttl_ms: 1_000,
+        expiry_check_ms: 50,
+        convergence_interval_ms: 500,
+    };
+    let server = start(ServerOptions {
+        listen: "127.0.0.1:0".parse().expect("address"),
+        db_url: format!("sqlite:{}", dir.path().join("corral.db").display()),
+        data_dir: dir.path().join("data"),
+        timings,
+    })
+    .await
+    .expect("server starts");
+    let base = format!("http://{}", server.addr());
+
+    // One fake cell agent endpoint for all cells, as a simulated fleet has.
+    let (tx, rx) = mpsc::unbounded_channel::<WorkItem>();
+    let app = axum::Router::new()
+        .route(
+            "/v1/work",
+            axum::routing::post(
+                |State(tx): State<mpsc::UnboundedSender<WorkItem>>,
+                 Json(batch): Json<WorkBatch>| async move {
+                    for item in batch.items {
+                        let _ = tx.send(item);
+                    }
+                    Json(json!({}))
+                },
+            ),
+        )
+        .with_state(tx);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let cell_address = format!("http://{}", listener.local_addr().expect("address"));
+    tokio::spawn(async move { axum::serve(listener, app).await });
+
+    let http = reqwest::Client::new();
+    let mut alive = BTreeMap::new();
+    for cell in cells {
+        let flag = Arc::new(AtomicBool::new(true));
+        alive.insert(*cell, flag.clone());
+        let (http, base, token, address) = (
+            http.clone(),
+            base.clone(),
+            server.token().to_owned(),
+            cell_address.clone(),
+        );
+        let cell = *cell;
+        tokio::spawn(async move {
+            while flag.load(Ordering::SeqCst) {
+                let body = json!({"cells": [{
+                    "id": cell, "address": address, "zone": "z1",
+                    "capacity": {"memory_mb": 4096, "disk_mb": 65536, "containers": 100},
+                    "rootfs_providers": ["host", "busybox"],
+                }]});
+                let _ = http
+                    .post(format!("{base}/v1/cells/heartbeat"))
+                    .bearer_auth(&token)
+                    .json(&body)
+                    .send()
+                    .await;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        });
+    }
+    Cluster {
+        server,
+        http,
+        base,
+        work: Mutex::new(rx),
+        alive,
+        _dir: dir,
+    }
+}
+
+impl Cluster {
+    async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
+        let mut request = self
+            .http
+            .request(method, format!("{}{path}", self.base))
+            .bearer_auth(self.server.token());
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.expect("request is answered");
+        let status = response.status().as_u16();
+        let text = response.text().await.expect("body");
+        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+    }
+
+    async fn post(&self, path: &str, body: Value) -> (u16, Value) {
+        self.call(reqwest::Method::POST, path, Some(body)).await
+    }
+
+    async fn get(&self, path: &str) -> Value {
+        let (status, body) = self.call(reqwest::Method::GET, path, None).await;
+        assert_eq!(status, 200, "GET {path}: {body}");
+        body
+    }
+
+    /// The next `n` work items pushed to the cells.
+    async fn work(&self, n: usize) -> Vec<WorkItem> {
+        let mut rx = self.work.lock().await;
+        let mut items = Vec::new();
+        while items.len() < n {
+            match tokio::time::timeout(DEADLINE, rx.recv()).await {
+                Ok(Some(item)) => items.push(item),
+                _ => panic!("expected {n} work items, got {}: {items:?}", items.len()),
+            }
+        }
+        items
+    }
+
+    async fn report(&self, reports: Value) -> Vec<Value> {
+        let (status, body) = self
+            .post("/v1/cells/reports", json!({ "reports": reports }))
+            .await;
+        assert_eq!(status, 200, "reports: {body}");
+        body["results"].as_array().expect("results").clone()
+    }
+
+    /// Reports every StartInstance as running; returns (cell, lrp, index, instance_id).
+    async fn run_all(&self, items: &[WorkItem]) -> Vec<(String, String, u32, String)> {
+        let mut started = Vec::new();
+        let mut reports = Vec::new();
+        for item in items {
+            if let WorkItem::StartInstance {
+                cell,
+                lrp,
+                index,
+                instance_id,
+            } = item
+            {
+                started.push((
+                    cell.to_string(),
+                    lrp.spec.name.to_string(),
+                    *index,
+                    instance_id.clone(),
+                ));
+                reports.push(json!({"kind": "instance_running", "cell": cell, "lrp": lrp.spec.name, "index": index,
+                    "instance_id": instance_id, "address": "127.0.0.1", "ports": [{"container_port": 8080, "host_port": 61000 + index}]}));
+            }
+        }
+        for result in self.report(Value::Array(reports)).await {
+            assert_eq!(result["result"], "ok", "{result}");
+        }
+        started
+    }
+
+    /// Polls `path` until `check` holds.
+    async fn until(&self, path: &str, what: &str, check: impl Fn(&Value) -> bool) -> Value {
+        let start = Instant::now();
+        loop {
+            let body = self.get(path).await;
+            if check(&body) {
+                return body;
+            }
+            assert!(
+                start.elapsed() < DEADLINE,
+                "timed out waiting for {what}: {body:#}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+fn ordinary_running(status: &Value) -> Vec<(String, u64)> {
+    status["instances"]
+        .as_array()
+        .expect("instances")
+        .iter()
+        .filter(|i| i["presence"] == "ORDINARY" && i["state"] == "RUNNING")
+        .map(|i| {
+            (
+                i["key"]["cell_id"].as_str().unwrap_or_default().to_owned(),
+                i["index"].as_u64().unwrap_or(0),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn instances_are_placed_restarted_and_replaced() {
+    let c = cluster(&["cell-a", "cell-b"]).await;
+    c.until("/v1/cells", "both cells", |b| {
+        b["items"].as_array().is_some_and(|a| a.len() == 2)
+    })
+    .await;
+
+    let (status, body) = c
+        .post("/v1/lrps", json!({"name": "web", "instances": 4, "ports": [8080], "action": {"run": {"path": "sleep", "args": ["1000"]}}}))
+        .await;
+    assert_eq!(status, 201, "{body}");
+
+    // Four instances, spread two and two by anti-affinity.
+    let items = c.work(4).await;
+    let started = c.run_all(&items).await;
+    let on_a = started.iter().filter(|s| s.0 == "cell-a").count();
+    assert_eq!((started.len(), on_a), (4, 2), "{started:?}");
+    let status = c
+        .until("/v1/lrps/web/status", "four running", |s| s["running"] == 4)
+        .await;
+    assert_eq!(ordinary_running(&status).len(), 4);
+
+    // A crash restarts at once (crash 1) on some cell.
+    let (cell, lrp, index, instance_id) = started[0].clone();
+    let results = c
+        .report(json!([{"kind": "instance_crashed", "cell": cell, "lrp": lrp, "index": index, "instance_id": instance_id, "reason": "exited with status 1"}]))
+        .await;
+    assert_eq!(results[0]["result"], "ok");
+    let restarted = c.work(1).await;
+    assert!(
+        matches!(&restarted[0], WorkItem::StartInstance { index: i, .. } if *i == index),
+        "{restarted:?}"
+    );
+    c.run_all(&restarted).await;
+    let status = c
+        .until("/v1/lrps/web/status", "the restart running", |s| {
+            s["running"] == 4
+        })
+        .await;
+    let crashed = status["instances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["index"] == index)
+        .unwrap()
+        .clone();
+    assert_eq!(
+        (
+            crashed["crash_count"].as_u64(),
+            crashed["crash_reason"].as_str()
+        ),
+        (Some(1), Some("exited with status 1"))
+    );
+
+    // A report from the old container is stale now: that container must stop.
+    let results = c
+        .report(json!([{"kind": "instance_running", "cell": cell, "lrp": lrp, "index": index, "instance_id": instance_id, "address": "127.0.0.1"}]))
+        .await;
+    assert_eq!(results[0]["result"], "stale", "{results:?}");
+
+    // cell-a dies: its instances become suspect and are replaced on cell-b.
+    c.alive["cell-a"].store(false, Ordering::SeqCst);
+    let replacements = c.work(2).await;
+    for item in &replacements {
+        assert!(
+            matches!(item, WorkItem::StartInstance { cell, .. } if cell.as_str() == "cell-b"),
+            "{item:?}"
+        );
+    }
+    c.run_all(&replacements).await;
+    let status = c
+        .until("/v1/lrps/web/status", "all four on cell-b", |s| {
+            let running = ordinary_running(s);
+            running.len() == 4 && running.iter().all(|(cell, _)| cell == "cell-b")
+        })
+        .await;
+    let suspects = status["instances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|i| i["presence"] == "SUSPECT")
+        .count();
+    assert!(suspects <= 2, "{status:#}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tasks_run_at_most_once_and_unplaceable_work_says_why() {
+    let c = cluster(&["cell-a"]).await;
+    c.until("/v1/cells", "the cell", |b| {
+        b["items"].as_array().is_some_and(|a| a.len() == 1)
+    })
+    .await;
+
+    let (status, body) = c
+        .post("/v1/tasks", json!({"id": "job", "action": {"run": {"path": "echo", "args": ["hi"]}}, "result_file": "/tmp/result"}))
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let items = c.work(1).await;
+    assert!(
+        matches!(&items[0], WorkItem::StartTask { task, .. } if task.id.as_str() == "job"),
+        "{items:?}"
+    );
+
+    let started = c
+        .report(json!([{"kind": "task_started", "cell": "cell-a", "id": "job"}]))
+        .await;
+    assert_eq!(started[0]["result"], "ok");
+    // The gate opens once: a second start (a duplicate message, another cell) is stale.
+    let again = c.report(json!([{"kind": "task_started", "cell": "cell-a", "id": "job"}, {"kind": "task_started", "cell": "cell-b", "id": "job"}])).await;
+    assert_eq!(
+        (again[0]["result"].as_str(), again[1]["result"].as_str()),
+        (Some("stale"), Some("stale"))
+    );
+    let done = c
+        .report(json!([{"kind": "task_completed", "cell": "cell-a", "id": "job", "failed": false, "result": "42"}]))
+        .await;
+    assert_eq!(done[0]["result"], "ok");
+    let task = c.get("/v1/tasks/job").await;
+    assert_eq!(
+        (
+            task["state"].as_str(),
+            task["result"].as_str(),
+            task["failed"].as_bool()
+        ),
+        (Some("COMPLETED"), Some("42"), Some(false))
+    );
+
+    // A result over the limit fails the task instead of being cut.
+    c.post(
+        "/v1/tasks",
+        json!({"id": "big", "action": {"run": {"path": "true"}}}),
+    )
+    .await;
+    c.work(1).await;
+    let started = c
+        .report(json!([{"kind": "task_started", "cell": "cell-a", "id": "big"}]))
+        .await;
+    assert_eq!(started[0]["result"], "ok", "{started:?}");
+    let done = c.report(json!([{"kind": "task_completed", "cell": "cell-a", "id": "big", "failed": false, "result": "x".repeat(60 * 1024)}])).await;
+    assert_eq!(done[0]["result"], "ok", "{done:?}");
+    let big = c.get("/v1/tasks/big").await;
+    assert_eq!(big["failed"], true, "{big}");
+    assert!(
+        big["failure_reason"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("more than the limit"),
+        "{big}"
+    );
+
+    // More memory than any cell has: the instance stays UNCLAIMED and says why.
+    let (status, _) = c
+        .post("/v1/lrps", json!({"name": "huge", "resources": {"memory_mb": 1000000}, "action": {"run": {"path": "sleep", "args": ["1"]}}}))
+        .await;
+    assert_eq!(status, 201);
+    let status = c
+        .until("/v1/lrps/huge/status", "a placement error", |s| {
+            !s["instances"][0]["placement_error"].is_null()
+        })
+        .await;
+    assert_eq!(
+        status["instances"][0]["placement_error"],
+        "insufficient resources: memory"
+    );
+    assert_eq!(status["instances"][0]["state"], "UNCLAIMED");
+}
