@@ -47,6 +47,15 @@ pub enum WorkItem {
         index: u32,
         instance_id: String,
     },
+    /// Keep this container if it runs here, but do not start it if it does not: the
+    /// instance is SUSPECT (its cell vanished for a while) and a replacement may run
+    /// elsewhere. Only in reconciliation answers.
+    KeepInstance {
+        cell: Name,
+        lrp: Name,
+        index: u32,
+        instance_id: String,
+    },
     /// Stop this instance's container (scale down, LRP removed, reassigned elsewhere).
     StopInstance {
         cell: Name,

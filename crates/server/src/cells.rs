@@ -8,7 +8,7 @@ use api::{AssignmentsRequest, Heartbeat, HeartbeatReply, List, WorkBatch, WorkIt
 use axum::Json;
 use axum::extract::State;
 use futures::future::join_all;
-use model::{Cell, InstanceState, Lrp, Name, TaskState};
+use model::{Cell, InstanceState, Lrp, Name, Presence, TaskState};
 use store::{InstanceFilter, LockKind, LockRecord, LockRequest, TaskFilter};
 
 use crate::AppState;
@@ -104,6 +104,18 @@ pub(crate) async fn assignments(
                 lrps.insert(instance.lrp.clone(), lrp);
             }
             // An instance whose LRP is gone is not assigned: the cell stops it.
+            if instance.presence == Presence::Suspect {
+                // A cell that comes back must not start what was replaced while it was
+                // gone; if the container survived, it may keep it until convergence
+                // decides between the two.
+                items.push(WorkItem::KeepInstance {
+                    cell: cell.clone(),
+                    lrp: instance.lrp.clone(),
+                    index: instance.index,
+                    instance_id: key.instance_id,
+                });
+                continue;
+            }
             if let Some(Some(lrp)) = lrps.get(&instance.lrp) {
                 items.push(WorkItem::StartInstance {
                     cell: cell.clone(),

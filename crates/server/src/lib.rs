@@ -14,6 +14,7 @@
 mod auth;
 mod cells;
 mod clock;
+mod control;
 mod converger;
 mod domains;
 mod error;
@@ -41,6 +42,7 @@ use model::{Generation, Timestamp};
 use store::{Commit, Committed, Expect, Mutation, Store};
 
 pub use clock::{Clock, ManualClock, SystemClock};
+pub use control::SteppedControlPlane;
 pub use server::{Server, ServerOptions, start};
 pub use timings::Timings;
 

@@ -72,7 +72,35 @@ pub(crate) struct Scheduler {
     /// cell, or convergence re-auctioning it, does.
     unplaced: HashMap<Key, Waiting>,
     cursor: u64,
-    http: reqwest::Client,
+    outbox: Outbox,
+    ids: InstanceIds,
+}
+
+/// Where work goes once its assignment is recorded.
+pub(crate) enum Outbox {
+    /// Pushed to each cell's address over HTTP (production).
+    Push(reqwest::Client),
+    /// Kept for the caller to deliver (the deterministic simulation).
+    Collect(Vec<WorkItem>),
+}
+
+/// Makes the id of each new container: random in production, a sequence in the
+/// deterministic simulation so that a seed replays exactly.
+pub(crate) type InstanceIds = Box<dyn FnMut() -> String + Send>;
+
+impl Outbox {
+    pub(crate) fn push() -> Result<Outbox, StoreError> {
+        reqwest::Client::builder()
+            .timeout(PUSH_TIMEOUT)
+            .build()
+            .map(Outbox::Push)
+            .map_err(|e| StoreError::Unavailable(format!("build the HTTP client: {e}")))
+    }
+}
+
+/// Random container ids.
+pub(crate) fn random_ids() -> InstanceIds {
+    Box::new(|| uuid::Uuid::new_v4().to_string())
 }
 
 impl std::fmt::Debug for Scheduler {
@@ -89,7 +117,8 @@ impl std::fmt::Debug for Scheduler {
 /// Runs the scheduler until the store fails or the fence is lost (the leader loop then
 /// decides whether to start it again).
 pub(crate) async fn run(state: AppState, fence: Fence) -> Result<(), StoreError> {
-    let mut scheduler = Scheduler::load(state.clone(), fence).await?;
+    let mut scheduler =
+        Scheduler::load(state.clone(), fence, Outbox::push()?, random_ids()).await?;
     let mut wake = state.hub.subscribe();
     loop {
         scheduler.follow().await?;
@@ -107,13 +136,14 @@ pub(crate) async fn run(state: AppState, fence: Fence) -> Result<(), StoreError>
 impl Scheduler {
     /// The view as the store has it now. The cursor is read first, so an event that
     /// lands during the load is applied again afterwards; applying is idempotent.
-    async fn load(state: AppState, fence: Fence) -> Result<Scheduler, StoreError> {
+    pub(crate) async fn load(
+        state: AppState,
+        fence: Fence,
+        outbox: Outbox,
+        ids: InstanceIds,
+    ) -> Result<Scheduler, StoreError> {
         let store = &state.store;
         let cursor = store.event_bounds().await?.map_or(0, |(_, newest)| newest);
-        let http = reqwest::Client::builder()
-            .timeout(PUSH_TIMEOUT)
-            .build()
-            .map_err(|e| StoreError::Unavailable(format!("build the HTTP client: {e}")))?;
         let mut scheduler = Scheduler {
             state: state.clone(),
             fence,
@@ -124,7 +154,8 @@ impl Scheduler {
             queue: BTreeMap::new(),
             unplaced: HashMap::new(),
             cursor,
-            http,
+            outbox,
+            ids,
         };
         for lrp in store.list_lrps(&LrpFilter::default()).await? {
             scheduler.lrps.insert(lrp.spec.name.clone(), Arc::new(lrp));
@@ -151,6 +182,25 @@ impl Scheduler {
             "scheduler loaded its view"
         );
         Ok(scheduler)
+    }
+
+    /// Follows the log and places everything waiting, until nothing waits.
+    pub(crate) async fn step(&mut self) -> Result<(), StoreError> {
+        loop {
+            self.follow().await?;
+            if self.queue.is_empty() {
+                return Ok(());
+            }
+            self.batch().await?;
+        }
+    }
+
+    /// The work collected for delivery, when the outbox collects.
+    pub(crate) fn take_work(&mut self) -> Vec<WorkItem> {
+        match &mut self.outbox {
+            Outbox::Collect(items) => std::mem::take(items),
+            Outbox::Push(_) => Vec::new(),
+        }
     }
 
     /// Applies every event after the cursor to the view.
@@ -382,17 +432,23 @@ impl Scheduler {
     fn cell_seen(&mut self, record: &LockRecord) {
         if let Some(cell) = cells::decode(record) {
             self.snapshot.upsert_cell(CellView::from(&cell));
+            if !self.cells.contains_key(&cell.id) {
+                // A cell that comes back may still run what the store assigns to it
+                // (suspect instances kept through a partition): count it again.
+                for held in self.held.values().filter(|h| h.cell == cell.id) {
+                    self.snapshot.add(&held.cell, &held.work, held.starting);
+                }
+            }
             self.cells.insert(cell.id.clone(), cell);
         }
     }
 
     /// A cell's presence ended. What it held stays assigned in the store until
-    /// convergence marks it suspect and replaces it; the view just stops offering the
-    /// cell.
+    /// convergence marks it suspect and replaces it, so the view remembers it, but
+    /// stops offering the cell.
     fn cell_gone(&mut self, id: &Name) {
         self.snapshot.remove_cell(id);
         self.cells.remove(id);
-        self.held.retain(|_, held| held.cell != *id);
     }
 
     /// Whether a row at `generation` is newer than what the scheduler itself wrote when
@@ -443,7 +499,7 @@ impl Scheduler {
             let cell = placement.cell;
             let (mutation, held, work_item) = match item {
                 Waiting::Instance(instance) => {
-                    let instance_id = uuid::Uuid::new_v4().to_string();
+                    let instance_id = (self.ids)();
                     let claim = InstanceKey {
                         instance_id: instance_id.clone(),
                         cell_id: cell.clone(),
@@ -583,11 +639,19 @@ impl Scheduler {
     /// Sends work to the cells, one request per cell address (a process that simulates
     /// many cells gets all of theirs at once). Failures are logged, not retried: the
     /// work is recorded, and the cell's reconciliation will find it.
-    fn send(&self, items: Vec<WorkItem>) {
+    fn send(&mut self, items: Vec<WorkItem>) {
+        let http = match &mut self.outbox {
+            Outbox::Collect(collected) => {
+                collected.extend(items);
+                return;
+            }
+            Outbox::Push(http) => http.clone(),
+        };
         let mut by_address: HashMap<&str, Vec<WorkItem>> = HashMap::new();
         for item in items {
             let cell = match &item {
                 WorkItem::StartInstance { cell, .. }
+                | WorkItem::KeepInstance { cell, .. }
                 | WorkItem::StopInstance { cell, .. }
                 | WorkItem::StartTask { cell, .. }
                 | WorkItem::CancelTask { cell, .. } => cell,
@@ -599,7 +663,7 @@ impl Scheduler {
         }
         for (address, items) in by_address {
             let url = format!("{}/v1/work", address.trim_end_matches('/'));
-            let request = self.http.post(&url).json(&WorkBatch { items });
+            let request = http.post(&url).json(&WorkBatch { items });
             tokio::spawn(async move {
                 match request.send().await {
                     Ok(response) if response.status().is_success() => {}

@@ -284,6 +284,8 @@ impl Fleet {
                 self.start_task(cell, &task, now);
             }
             WorkItem::CancelTask { cell, id } => self.cancel_task(&cell, id),
+            // Only meaningful in reconciliation, where it counts as assigned.
+            WorkItem::KeepInstance { .. } => {}
         }
     }
 
@@ -705,6 +707,12 @@ impl Fleet {
                     if self.start_instance(cell, &lrp, index, instance_id, now) {
                         stats::add(&self.stats.reconcile_starts, 1);
                     }
+                }
+                WorkItem::KeepInstance {
+                    cell, instance_id, ..
+                } if asked.contains(&cell) => {
+                    // Kept if it runs here; never started.
+                    assigned_instances.insert(instance_id);
                 }
                 WorkItem::StartTask { cell, task } if asked.contains(&cell) => {
                     assigned_tasks.insert(task.id.clone());

@@ -26,6 +26,7 @@ mod reporter;
 mod rng;
 mod stats;
 mod work;
+pub mod world;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

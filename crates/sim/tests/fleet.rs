@@ -50,7 +50,9 @@ struct Fake {
 impl Fake {
     fn assign(&mut self, item: &WorkItem) {
         match item {
-            WorkItem::StartInstance { .. } | WorkItem::StartTask { .. } => {
+            WorkItem::StartInstance { .. }
+            | WorkItem::KeepInstance { .. }
+            | WorkItem::StartTask { .. } => {
                 self.assignments.push(item.clone());
             }
             WorkItem::StopInstance { .. } | WorkItem::CancelTask { .. } => {
@@ -241,6 +243,7 @@ async fn reports(
 fn cell_of(item: &WorkItem) -> &Name {
     match item {
         WorkItem::StartInstance { cell, .. }
+        | WorkItem::KeepInstance { cell, .. }
         | WorkItem::StopInstance { cell, .. }
         | WorkItem::StartTask { cell, .. }
         | WorkItem::CancelTask { cell, .. } => cell,
@@ -250,6 +253,7 @@ fn cell_of(item: &WorkItem) -> &Name {
 fn subject_of_work(item: &WorkItem) -> &str {
     match item {
         WorkItem::StartInstance { instance_id, .. }
+        | WorkItem::KeepInstance { instance_id, .. }
         | WorkItem::StopInstance { instance_id, .. } => instance_id,
         WorkItem::StartTask { task, .. } => task.id.as_str(),
         WorkItem::CancelTask { id, .. } => id.as_str(),
