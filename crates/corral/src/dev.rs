@@ -79,11 +79,12 @@ Corral dev is running: the API server on SQLite.
   database  {database}
   config    {config} (the CLI reads the API and token from here)
 
-No cells run yet: the scheduler and the cell agent come in later issues, so
-instances stay UNCLAIMED and tasks PENDING. What you create is stored, listed and
-streamed as events all the same.
+The scheduler places work on cells as they join. Real cells come with a later
+issue; until then, simulated cells run it in name (they speak the real protocol
+but start nothing), and without any cell instances stay UNCLAIMED.
 
-Next, in another terminal:
+Next, in other terminals:
+  corral sim-cells --count 4
   corral create web --instances 3 -- sleep 1000
   corral status web
 

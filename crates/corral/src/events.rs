@@ -1,5 +1,6 @@
 //! `corral events`: the event stream, printed as it arrives.
 
+use std::io::Write;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
@@ -69,16 +70,25 @@ async fn follow(mut stream: EventStream, json: bool) -> Result<()> {
 }
 
 fn print(message: &EventMessage, json: bool) -> Result<()> {
-    if json {
-        println!("{}", serde_json::to_string(message)?);
+    let line = if json {
+        serde_json::to_string(message)?
     } else {
-        println!("{}", render_event(message));
-        if message.kind == "resync" {
-            eprintln!(
-                "note: events before this one are no longer kept, so some were missed; \
-                 list what you need afresh (`corral ls`, `corral task ls`)"
-            );
+        render_event(message)
+    };
+    let mut out = std::io::stdout().lock();
+    if let Err(e) = writeln!(out, "{line}").and_then(|()| out.flush()) {
+        // The reader went away (`corral events -f | head`): that is the end of the
+        // stream for us, not an error.
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
         }
+        return Err(e.into());
+    }
+    if !json && message.kind == "resync" {
+        eprintln!(
+            "note: events before this one are no longer kept, so some were missed; \
+                 list what you need afresh (`corral ls`, `corral task ls`)"
+        );
     }
     Ok(())
 }

@@ -52,13 +52,37 @@ async fn apply(state: &AppState, report: &Report) -> Result<ReportResult, ApiErr
             routable,
             ..
         } => {
-            let Some(row) = held(state, lrp, *index, instance_id).await? else {
+            let rows = state.store.get_instances(lrp, *index).await?;
+            let Some(row) = holding(&rows, instance_id) else {
                 return Ok(stale(format!(
                     "{lrp}/{index} is no longer assigned to {instance_id}"
                 )));
             };
-            let next = row.run(instance_id, address.clone(), ports.clone(), *routable, now);
-            put_instance(state, &row, next, now).await
+            let next = match row.run(instance_id, address.clone(), ports.clone(), *routable, now) {
+                Ok(next) => next,
+                Err(e) => return Ok(stale(e.to_string())),
+            };
+            let mut mutations = vec![Mutation::PutInstance {
+                instance: next,
+                expect: Expect::Generation(row.generation),
+            }];
+            if row.presence == Presence::Ordinary {
+                // The handoff is over: the copy on a draining or vanished cell is no
+                // longer needed (its cell is told to stop it). Until this moment both
+                // stayed, so the index never had zero running copies.
+                mutations.extend(
+                    rows.iter()
+                        .filter(|r| r.presence != Presence::Ordinary)
+                        .map(|r| Mutation::DeleteInstance {
+                            lrp: r.lrp.clone(),
+                            index: r.index,
+                            presence: r.presence,
+                            expect: r.generation,
+                        }),
+                );
+            }
+            state.commit(now, mutations).await?;
+            Ok(ReportResult::Ok)
         }
         Report::InstanceCrashed {
             lrp,
@@ -167,11 +191,15 @@ async fn held(
     instance_id: &str,
 ) -> Result<Option<Instance>, ApiError> {
     let rows = state.store.get_instances(lrp, index).await?;
-    Ok(rows.into_iter().find(|row| {
+    Ok(holding(&rows, instance_id).cloned())
+}
+
+fn holding<'a>(rows: &'a [Instance], instance_id: &str) -> Option<&'a Instance> {
+    rows.iter().find(|row| {
         row.key
             .as_ref()
             .is_some_and(|k| k.instance_id == instance_id)
-    }))
+    })
 }
 
 /// A task that finished on its cell. A result over the size limit fails the task rather

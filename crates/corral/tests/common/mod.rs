@@ -1,0 +1,255 @@
+//! What the end-to-end tests share: the real `corral` binary run as a user runs it, in a
+//! temporary CORRAL_HOME, with every long-running process killed when its guard drops.
+
+// Each test file compiles this module on its own and uses only part of it.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read};
+use std::path::Path;
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use api::LrpStatus;
+
+pub const CORRAL: &str = env!("CARGO_BIN_EXE_corral");
+/// Long enough for a cold start of the server on a busy 2-core machine.
+pub const START_DEADLINE: Duration = Duration::from_secs(60);
+pub const DEADLINE: Duration = Duration::from_secs(20);
+
+/// A long-running `corral` process (`corral dev`, `corral sim-cells`). Dropping it
+/// kills the process, so a failing test leaves nothing behind; on a panic it prints
+/// what the process logged.
+pub struct Daemon {
+    /// The command line, for messages: `corral dev --listen 127.0.0.1:0`.
+    name: String,
+    child: Child,
+    stdout: Receiver<String>,
+    stderr: Arc<Mutex<String>>,
+    stderr_reader: Option<JoinHandle<()>>,
+}
+
+impl Daemon {
+    /// Starts `corral ARGS` with `home` as CORRAL_HOME and nothing else from this
+    /// environment; its stdout is read line by line with [`Daemon::wait_for_line`].
+    pub fn start(home: &Path, args: &[&str]) -> Daemon {
+        let name = format!("corral {}", args.join(" "));
+        let mut child = Command::new(CORRAL)
+            .args(args)
+            .env("CORRAL_HOME", home)
+            .env_remove("CORRAL_API")
+            .env_remove("CORRAL_TOKEN")
+            .env_remove("CORRAL_CONFIG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {name}: {e}"));
+        let (lines, stdout) = mpsc::channel();
+        let out = child.stdout.take().expect("piped stdout");
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines() {
+                let Ok(line) = line else { break };
+                if lines.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let mut err = child.stderr.take().expect("piped stderr");
+        let log = Arc::clone(&stderr);
+        let stderr_reader = std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = err.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                log.lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        });
+        Daemon {
+            name,
+            child,
+            stdout,
+            stderr,
+            stderr_reader: Some(stderr_reader),
+        }
+    }
+
+    /// Reads stdout until `find` picks something out of a line; `what` names it for
+    /// the failure message.
+    pub fn wait_for_line<T>(&mut self, what: &str, find: impl Fn(&str) -> Option<T>) -> T {
+        let deadline = Instant::now() + START_DEADLINE;
+        let mut seen = String::new();
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.stdout.recv_timeout(left) {
+                Ok(line) => {
+                    if let Some(found) = find(&line) {
+                        return found;
+                    }
+                    seen.push_str(&line);
+                    seen.push('\n');
+                }
+                Err(RecvTimeoutError::Timeout) => {
+                    panic!("{} printed no {what} in time; stdout:\n{seen}", self.name)
+                }
+                Err(RecvTimeoutError::Disconnected) => {
+                    let status = self.child.wait().ok();
+                    panic!(
+                        "{} exited ({status:?}) before printing {what}; stdout:\n{seen}",
+                        self.name
+                    )
+                }
+            }
+        }
+    }
+
+    /// Stops the process as a user or an init system would, and waits for it to exit.
+    pub fn stop(&mut self) -> ExitStatus {
+        let pid = self.child.id().to_string();
+        let sent = Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("run kill");
+        assert!(sent.success(), "kill -TERM {pid} failed");
+        let status = poll(&format!("{} to exit after SIGTERM", self.name), || {
+            self.child.try_wait().expect("try_wait")
+        });
+        // The reader ends at the end of the pipe: after it, the log is complete.
+        if let Some(reader) = self.stderr_reader.take() {
+            let _ = reader.join();
+        }
+        status
+    }
+
+    /// Kills the process with SIGKILL, as a crashed machine would end it, and reaps it.
+    pub fn kill(&mut self) {
+        self.child
+            .kill()
+            .unwrap_or_else(|e| panic!("SIGKILL {}: {e}", self.name));
+        self.child
+            .wait()
+            .unwrap_or_else(|e| panic!("wait for {}: {e}", self.name));
+    }
+
+    pub fn log(&self) -> String {
+        self.stderr
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+        if std::thread::panicking() {
+            eprintln!("--- {} stderr ---\n{}", self.name, self.log());
+        }
+    }
+}
+
+/// A running `corral dev`, which writes `$CORRAL_HOME/config.json` so that the CLI and
+/// `corral sim-cells` find it.
+pub struct Dev {
+    /// The API address it printed.
+    pub api: String,
+    process: Daemon,
+}
+
+impl Dev {
+    /// Starts `corral dev` on a free port and waits until it prints its API address.
+    pub fn start(home: &Path) -> Dev {
+        let mut process = Daemon::start(home, &["dev", "--listen", "127.0.0.1:0"]);
+        let api = process.wait_for_line("API address", |line| {
+            let line = line.trim_start();
+            line.strip_prefix("API")
+                .map(|rest| rest.trim().to_owned())
+                .filter(|url| url.starts_with("http://"))
+        });
+        Dev { api, process }
+    }
+
+    pub fn stop(&mut self) -> ExitStatus {
+        self.process.stop()
+    }
+}
+
+/// Calls `check` until it returns something, failing after [`DEADLINE`].
+pub fn poll<T>(what: &str, check: impl FnMut() -> Option<T>) -> T {
+    poll_for(what, DEADLINE, check)
+}
+
+/// Calls `check` until it returns something, failing after `deadline`.
+pub fn poll_for<T>(what: &str, deadline: Duration, mut check: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + deadline;
+    let mut pause = Duration::from_millis(10);
+    loop {
+        if let Some(found) = check() {
+            return found;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_millis(200));
+    }
+}
+
+/// Runs the CLI with `home` as CORRAL_HOME and nothing else from this environment.
+pub fn corral(home: &Path, args: &[&str]) -> Output {
+    Command::new(CORRAL)
+        .args(args)
+        .env("CORRAL_HOME", home)
+        .env_remove("CORRAL_API")
+        .env_remove("CORRAL_TOKEN")
+        .env_remove("CORRAL_CONFIG")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run corral")
+}
+
+/// Runs the CLI, expecting success; returns stdout.
+pub fn ok(home: &Path, args: &[&str]) -> String {
+    let out = corral(home, args);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "corral {args:?} failed ({}):\nstdout:\n{stdout}\nstderr:\n{stderr}",
+        out.status
+    );
+    stdout
+}
+
+/// Runs the CLI, expecting it to fail with exit code 1; returns stderr.
+pub fn fails(home: &Path, args: &[&str]) -> String {
+    let out = corral(home, args);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "corral {args:?} should fail; stdout:\n{}\nstderr:\n{stderr}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert!(stderr.starts_with("error: "), "{stderr}");
+    stderr
+}
+
+/// Runs the CLI, expecting success, and parses what it printed as JSON.
+pub fn json<T: serde::de::DeserializeOwned>(home: &Path, args: &[&str]) -> T {
+    let stdout = ok(home, args);
+    serde_json::from_str(&stdout)
+        .unwrap_or_else(|e| panic!("corral {args:?} printed no valid JSON ({e}):\n{stdout}"))
+}
+
+/// `corral status NAME --json`.
+pub fn status(home: &Path, name: &str) -> LrpStatus {
+    json(home, &["status", name, "--json"])
+}
