@@ -90,6 +90,13 @@ pub(crate) async fn pass(state: &AppState, fence: &Fence) -> Result<(), StoreErr
         .map(|i| ((&i.lrp, i.index, i.presence), i))
         .collect();
     let task_rows: HashMap<&Name, &Task> = tasks.iter().map(|t| (&t.id, t)).collect();
+    for action in &actions {
+        if let Action::ResendCallback { id, .. } = action
+            && let Some(task) = task_rows.get(id)
+        {
+            crate::callbacks::spawn(state, task);
+        }
+    }
     let commits: Vec<Vec<Mutation>> = actions
         .iter()
         .filter_map(|action| mutations(action, &rows, &task_rows, now))
@@ -146,8 +153,9 @@ pub(crate) async fn pass(state: &AppState, fence: &Fence) -> Result<(), StoreErr
     Ok(())
 }
 
-/// The commit that applies `action`, or `None` for actions this shell does not apply
-/// (yet): pruning domains and re-sending callbacks.
+/// The commit that applies `action`, or `None` for actions that write nothing here:
+/// re-sending a callback (sent above; the task is resolved once it got through) and
+/// pruning a domain (the store keeps expired domains, which only ever read as stale).
 fn mutations(
     action: &Action,
     rows: &HashMap<(&Name, u32, Presence), &Instance>,

@@ -12,6 +12,7 @@
 #![forbid(unsafe_code)]
 
 mod auth;
+mod callbacks;
 mod cells;
 mod clock;
 mod control;
@@ -63,6 +64,8 @@ pub(crate) struct AppState {
     pub token: Arc<str>,
     pub hub: Arc<Hub>,
     pub timings: Arc<Timings>,
+    /// For completion callbacks.
+    pub http: reqwest::Client,
 }
 
 /// Leaves the token out, so that no log line can carry it.
@@ -83,6 +86,7 @@ impl AppState {
             token: token.into(),
             hub: Arc::new(Hub::new()),
             timings: Arc::new(Timings::default()),
+            http: reqwest::Client::new(),
         }
     }
 

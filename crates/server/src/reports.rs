@@ -159,14 +159,17 @@ async fn apply(state: &AppState, report: &Report) -> Result<ReportResult, ApiErr
                     },
                 );
             }
-            let next = completed(
+            let mut next = completed(
                 &task,
                 *failed,
                 failure_reason.as_deref(),
                 result.as_deref(),
                 now,
             )?;
-            put_task(state, &task, next, now).await
+            let outcome = put_task(state, &task, next.clone(), now).await?;
+            next.generation = task.generation + 1;
+            crate::callbacks::spawn(state, &next);
+            Ok(outcome)
         }
         Report::TaskRejected { cell, id, reason } => {
             let Some(task) = state.store.get_task(id).await? else {

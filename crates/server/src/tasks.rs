@@ -123,6 +123,7 @@ pub(crate) async fn cancel(
             )
             .await?;
         next.generation = stored_generation(&committed, 0, expect);
+        crate::callbacks::spawn(&state, &next);
         Ok(Json(next))
     })
     .await

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use api::{WorkBatch, WorkItem};
 use axum::Json;
 use axum::extract::State;
+use axum::http::StatusCode;
 use serde_json::{Value, json};
 use server::{Server, ServerOptions, Timings, start};
 use tokio::sync::{Mutex, mpsc};
@@ -379,4 +380,78 @@ async fn tasks_run_at_most_once_and_unplaceable_work_says_why() {
         "insufficient resources: memory"
     );
     assert_eq!(status["instances"][0]["state"], "UNCLAIMED");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_completed_task_calls_back_and_is_resolved() {
+    let c = cluster(&["cell-a"]).await;
+    c.until("/v1/cells", "the cell", |b| {
+        b["items"].as_array().is_some_and(|a| a.len() == 1)
+    })
+    .await;
+
+    // A receiver that is busy once (503: retried), then takes the callback.
+    let (tx, mut rx) = mpsc::unbounded_channel::<Value>();
+    let busy = Arc::new(AtomicBool::new(true));
+    let receiver = axum::Router::new()
+        .route(
+            "/done",
+            axum::routing::post(
+                |State((tx, busy)): State<(mpsc::UnboundedSender<Value>, Arc<AtomicBool>)>,
+                 Json(body): Json<Value>| async move {
+                    let _ = tx.send(body);
+                    if busy.swap(false, Ordering::SeqCst) {
+                        StatusCode::SERVICE_UNAVAILABLE
+                    } else {
+                        StatusCode::OK
+                    }
+                },
+            ),
+        )
+        .with_state((tx, busy));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let url = format!("http://{}/done", listener.local_addr().expect("address"));
+    tokio::spawn(async move { axum::serve(listener, receiver).await });
+
+    let (status, body) = c
+        .post("/v1/tasks", json!({"id": "report", "annotation": "for team a", "completion_callback_url": url, "action": {"run": {"path": "true"}}}))
+        .await;
+    assert_eq!(status, 201, "{body}");
+    c.work(1).await;
+    c.report(json!([{"kind": "task_started", "cell": "cell-a", "id": "report"}]))
+        .await;
+    c.report(json!([{"kind": "task_completed", "cell": "cell-a", "id": "report", "failed": false, "result": "7"}])).await;
+
+    let mut calls = Vec::new();
+    while calls.len() < 2 {
+        match tokio::time::timeout(DEADLINE, rx.recv()).await {
+            Ok(Some(call)) => calls.push(call),
+            _ => panic!("expected a retried callback, got {calls:?}"),
+        }
+    }
+    assert_eq!(calls[0], calls[1]);
+    assert_eq!(
+        (
+            calls[1]["task_id"].as_str(),
+            calls[1]["result"].as_str(),
+            calls[1]["failed"].as_bool(),
+            calls[1]["annotation"].as_str()
+        ),
+        (Some("report"), Some("7"), Some(false), Some("for team a"))
+    );
+    // Delivered: the task is resolved and deleted.
+    let start = Instant::now();
+    loop {
+        let (status, _) = c.call(reqwest::Method::GET, "/v1/tasks/report", None).await;
+        if status == 404 {
+            break;
+        }
+        assert!(
+            start.elapsed() < DEADLINE,
+            "the task was not deleted after its callback"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
