@@ -21,6 +21,9 @@ use crate::cells::{self, PREFIX};
 
 /// Commits in flight at once while applying a pass.
 const CHUNK: usize = 10_000;
+/// Events the log keeps. A reader whose cursor falls behind the oldest kept event is
+/// told to resynchronise (`resync`); everyone else resumes where they were.
+const EVENTS_KEPT: u64 = 1_000_000;
 
 /// Converges now and then every `convergence_interval_ms`, or sooner when `trigger`
 /// fires. Returns only when the store fails or the fence is lost.
@@ -124,6 +127,10 @@ pub(crate) async fn pass(state: &AppState, fence: &Fence) -> Result<(), StoreErr
                 }
             }
         }
+    }
+    let pruned = store.prune_events(EVENTS_KEPT).await?;
+    if pruned > 0 {
+        tracing::debug!(pruned, "pruned the event log");
     }
     let level = if applied > 0 {
         tracing::Level::INFO
