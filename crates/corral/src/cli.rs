@@ -72,6 +72,9 @@ pub enum Command {
     Events(EventsArgs),
     /// Run a fleet of simulated cells that join the cluster and "run" its work
     SimCells(crate::sim_cells::SimCellsArgs),
+    /// Run a benchmark and record its figures in BENCHMARKS.md
+    #[command(subcommand)]
+    Bench(crate::bench::BenchCommand),
     /// Print the version of this binary
     Version,
 }

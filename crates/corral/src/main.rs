@@ -2,6 +2,7 @@
 
 #![forbid(unsafe_code)]
 
+mod bench;
 mod cli;
 mod cluster;
 mod config;
@@ -21,6 +22,12 @@ use client::Client;
 
 use crate::cli::{Cli, Command};
 use crate::config::{Env, ProcessEnv};
+
+/// mimalloc rather than glibc's malloc: the server's store writer frees on its own
+/// thread what request handlers allocated on the runtime's, which glibc serialises on
+/// its arena locks (a quarter of the store benchmark's time went to malloc and free).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -48,6 +55,14 @@ async fn run(cli: Cli, env: &dyn Env) -> Result<()> {
             init_logging("info");
             return sim_cells::run(&cli.global, args, env).await;
         }
+        Command::Bench(command) => {
+            // The server under test logs (to its own file); the benchmark prints figures.
+            init_logging(match command {
+                bench::BenchCommand::Serve(_) => "info",
+                _ => "warn",
+            });
+            return bench::run(command).await;
+        }
         Command::Version => {
             println!("corral {}", env!("CARGO_PKG_VERSION"));
             return Ok(());
@@ -67,7 +82,11 @@ async fn run(cli: Cli, env: &dyn Env) -> Result<()> {
         Command::Cells(args) => cluster::cells(&client, args).await,
         Command::Domains(args) => cluster::domains(&client, args).await,
         Command::Events(args) => events::run(&client, args).await,
-        Command::Server(_) | Command::Dev(_) | Command::SimCells(_) | Command::Version => Ok(()),
+        Command::Server(_)
+        | Command::Dev(_)
+        | Command::SimCells(_)
+        | Command::Bench(_)
+        | Command::Version => Ok(()),
     }
 }
 

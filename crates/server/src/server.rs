@@ -115,6 +115,42 @@ impl Server {
         &self.token
     }
 
+    /// Runs one convergence pass now, the same pass the leader's converger runs on its
+    /// timer (fenced with this server's leader lock), and returns how long it took:
+    /// reading desired and actual state, deciding, and applying what it decided. For
+    /// benchmarks and diagnostics; fails unless this server holds the leader lock.
+    pub async fn converge_now(&self) -> anyhow::Result<Duration> {
+        let now = self.state.now();
+        let lock = self
+            .state
+            .store
+            .list_locks(leader::LOCK, now)
+            .await?
+            .into_iter()
+            .find(|record| record.key == leader::LOCK && record.owner == self.owner)
+            .context("this server does not hold the leader lock (yet)")?;
+        let fence = store::Fence {
+            key: lock.key,
+            token: lock.fence,
+        };
+        let started = std::time::Instant::now();
+        crate::converger::pass(&self.state, &fence).await?;
+        Ok(started.elapsed())
+    }
+
+    /// What the store's group-commit writer has done since the server started: write
+    /// requests, transactions and where their time went. For benchmarks.
+    pub fn store_stats(&self) -> store::sql::WriterStats {
+        self.store.stats()
+    }
+
+    /// The highest event sequence number this server's own commits have reached (0
+    /// before its first): every change is one event, so this counts the changes it made.
+    /// Free to read, unlike the store's event bounds. For benchmarks.
+    pub fn newest_event(&self) -> u64 {
+        *self.state.hub.subscribe().borrow()
+    }
+
     /// Stops accepting connections, ends the event streams, lets requests in flight
     /// finish (for up to 10 s) and closes the store.
     pub async fn shutdown(self) -> anyhow::Result<()> {

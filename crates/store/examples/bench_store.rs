@@ -1,7 +1,8 @@
 //! Store write benchmark: N concurrent writers each create and update task rows, one
 //! mutation per `Store::commit`, so every commit is one durable row write plus its
-//! event. Prints writes/s, the writer's mean group size, commit latency percentiles and
-//! where the writer's time went, and records the figures in BENCHMARKS.md.
+//! event. Prints writes/s, the writer's mean group size, commit latency percentiles,
+//! where the writer's time went and each thread's CPU time per write (steadier than
+//! writes/s on a busy machine), and records the figures in BENCHMARKS.md.
 //!
 //! ```text
 //! cargo run --release -p store --example bench_store -- \
@@ -59,6 +60,8 @@ struct Run {
     /// Commit latencies in microseconds, sorted.
     latencies: Vec<u32>,
     stats: WriterStats,
+    /// What this process used meanwhile.
+    usage: Usage,
 }
 
 impl Run {
@@ -153,6 +156,7 @@ async fn run(
         .map_or(0, |d| d.as_millis());
     let stop = Arc::new(AtomicBool::new(false));
     let before = store.stats();
+    let usage_before = Usage::read();
     let started = Instant::now();
     let tasks: Vec<_> = (0..writers)
         .map(|w| {
@@ -174,6 +178,7 @@ async fn run(
     }
     let elapsed = started.elapsed();
     let after = store.stats();
+    let usage = Usage::read().since(&usage_before);
     latencies.sort_unstable();
     Ok(Run {
         backend: backend.to_owned(),
@@ -181,6 +186,7 @@ async fn run(
         failed,
         elapsed,
         latencies,
+        usage,
         stats: WriterStats {
             requests: after.requests - before.requests,
             transactions: after.transactions - before.transactions,
@@ -286,7 +292,93 @@ fn print_run(run: &Run) {
         run.percentile_ms(0.50),
         run.percentile_ms(0.99)
     );
-    println!("  writer time per write: {apply:.1} us applying, {commit:.1} us committing\n");
+    println!("  writer time per write: {apply:.1} us applying, {commit:.1} us committing");
+    let per_write =
+        |ticks: u64| ticks as f64 * 1e6 / Usage::ticks_per_second() / run.writes.max(1) as f64;
+    let threads: Vec<String> = run
+        .usage
+        .cpu
+        .iter()
+        .map(|(thread, ticks)| format!("{thread} {:.1} us", per_write(*ticks)))
+        .collect();
+    println!("  CPU per write by thread: {}", threads.join(", "));
+    println!(
+        "  bytes written to files per write: {:.0}\n",
+        run.usage.written as f64 / run.writes.max(1) as f64
+    );
+}
+
+/// This process's CPU time by thread name (in clock ticks) and bytes written to files,
+/// from /proc: where a durable write's cost goes, which the throughput alone hides on a
+/// busy machine.
+#[derive(Debug, Default)]
+struct Usage {
+    cpu: Vec<(String, u64)>,
+    written: u64,
+}
+
+impl Usage {
+    fn read() -> Usage {
+        let mut cpu: Vec<(String, u64)> = Vec::new();
+        if let Ok(tasks) = std::fs::read_dir("/proc/self/task") {
+            for task in tasks.flatten() {
+                let Ok(stat) = std::fs::read_to_string(task.path().join("stat")) else {
+                    continue;
+                };
+                // "pid (name) state ppid ...": utime and stime are fields 14 and 15.
+                let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
+                    continue;
+                };
+                let name = stat[open + 1..close].to_owned();
+                let fields: Vec<&str> = stat[close + 1..].split_whitespace().collect();
+                let ticks: u64 = fields
+                    .get(11..13)
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|f| f.parse::<u64>().ok())
+                    .sum();
+                match cpu.iter_mut().find(|(n, _)| *n == name) {
+                    Some((_, total)) => *total += ticks,
+                    None => cpu.push((name, ticks)),
+                }
+            }
+        }
+        cpu.sort();
+        let written = std::fs::read_to_string("/proc/self/io")
+            .ok()
+            .and_then(|io| {
+                io.lines()
+                    .find_map(|l| l.strip_prefix("wchar:"))
+                    .and_then(|v| v.trim().parse().ok())
+            })
+            .unwrap_or(0);
+        Usage { cpu, written }
+    }
+
+    fn since(&self, before: &Usage) -> Usage {
+        let cpu = self
+            .cpu
+            .iter()
+            .map(|(name, ticks)| {
+                let earlier = before
+                    .cpu
+                    .iter()
+                    .find(|(n, _)| n == name)
+                    .map_or(0, |(_, t)| *t);
+                (name.clone(), ticks.saturating_sub(earlier))
+            })
+            .filter(|(_, ticks)| *ticks > 0)
+            .collect();
+        Usage {
+            cpu,
+            written: self.written.saturating_sub(before.written),
+        }
+    }
+
+    /// Linux reports thread CPU time in USER_HZ ticks, 100 per second.
+    fn ticks_per_second() -> f64 {
+        100.0
+    }
 }
 
 /// The machine the figures come from.

@@ -56,6 +56,9 @@ pub(super) async fn open(
 const BEGIN_WRITE: &str =
     "BEGIN; SELECT pg_advisory_xact_lock(109330312618348); SELECT name, value FROM counters";
 
+/// PostgreSQL has no statement journal to spare: its writes need no conflict clause.
+const OR_IGNORE: &str = "";
+
 /// Generated statements number their parameters.
 fn placeholder(n: usize) -> String {
     format!("${n}")

@@ -88,6 +88,14 @@ pub(super) async fn open(
 /// writing.
 const BEGIN_WRITE: &str = "BEGIN IMMEDIATE; SELECT name, value FROM counters";
 
+/// The conflict clause of generated multi-row writes. Inside a transaction, SQLite
+/// keeps a statement journal (a copy of every page a statement changes) for any
+/// multi-row statement that could abort half way, so that it can undo just that
+/// statement. A write that resolves its conflicts by ignoring them cannot abort: a
+/// duplicate key is what `ON CONFLICT DO NOTHING` already skips (and the writer reports),
+/// and every NOT NULL column is bound from a non-optional value.
+const OR_IGNORE: &str = " OR IGNORE";
+
 /// Generated statements use `?` parameters: positional, so binding many of them
 /// costs no name lookups.
 fn placeholder(_: usize) -> String {

@@ -16,7 +16,7 @@ use sqlx::Row;
 
 use super::mutate::{self, MAX_ROWS, padded};
 use super::write::{Done, GroupFailure, Single};
-use super::{BEGIN_WRITE, Conn, Fail, LockRow, lock_record, parameters};
+use super::{BEGIN_WRITE, Conn, Fail, LockRow, OR_IGNORE, lock_record, parameters};
 use crate::rows;
 use crate::sql::prepare::{Applied, PreparedCommit};
 use crate::sql::{int, lock_kind_name};
@@ -66,7 +66,8 @@ static EVENT_INSERTS: LazyLock<Vec<String>> = LazyLock::new(|| {
         .map(|rows| {
             let tuples: Vec<String> = (0..rows).map(|r| parameters(r * 4 + 1, 4)).collect();
             format!(
-                "INSERT INTO events (seq, kind, at, data) VALUES {} ON CONFLICT (seq) DO NOTHING",
+                "INSERT{OR_IGNORE} INTO events (seq, kind, at, data) VALUES {} \
+                 ON CONFLICT (seq) DO NOTHING",
                 tuples.join(", ")
             )
         })

@@ -1,8 +1,9 @@
 //! The SQL store's queries and its group-commit writer, written once and compiled once
 //! per driver: `super::Db` is `sqlx::Sqlite` in one copy and `sqlx::Postgres` in the
 //! other; `super::BEGIN_WRITE` opens a write transaction and reads the counters, and
-//! `super::placeholder` spells the n-th parameter of a generated statement, each the
-//! driver's way.
+//! `super::placeholder` spells the n-th parameter of a generated statement and
+//! `super::OR_IGNORE` the conflict clause of its multi-row writes, each the driver's
+//! way.
 //! Hand-written statements use `$N`, which both databases accept.
 
 mod batch;
@@ -22,7 +23,7 @@ pub(in crate::sql) use read::{
 };
 pub(in crate::sql) use write::Writer;
 
-use super::{BEGIN_WRITE, Db, placeholder};
+use super::{BEGIN_WRITE, Db, OR_IGNORE, placeholder};
 use crate::rows::LOCK;
 use crate::sql::{lock_kind, uint};
 use crate::{LockRecord, Result, StoreError};

@@ -11,13 +11,13 @@
 //! statement to its connection's thread), far more than SQLite spends on a row, so the
 //! number of statements per group is what this module keeps down.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::sync::{Arc, LazyLock};
 
 use model::Generation;
 use sqlx::Database;
 
-use super::{Conn, Db, Fail, parameters};
+use super::{Conn, Db, Fail, OR_IGNORE, parameters};
 use crate::rows;
 use crate::sql::prepare::{Applied, Change, Column, Put, Table, Write};
 use crate::sql::{int, uint};
@@ -49,7 +49,8 @@ fn put_statement(table: Table, op: Op, rows: usize) -> String {
                 .map(|r| parameters(r * columns + 1, columns))
                 .collect();
             format!(
-                "INSERT INTO {name} ({}, {}) VALUES {} ON CONFLICT ({}) DO NOTHING RETURNING {}",
+                "INSERT{OR_IGNORE} INTO {name} ({}, {}) VALUES {} ON CONFLICT ({}) DO NOTHING \
+                 RETURNING {}",
                 keys.join(", "),
                 values.join(", "),
                 tuples.join(", "),
@@ -75,7 +76,7 @@ fn put_statement(table: Table, op: Op, rows: usize) -> String {
                 .map(|(i, k)| format!("{name}.{k} = v.column{}", i + 1))
                 .collect();
             format!(
-                "UPDATE {name} SET {} FROM (VALUES {}) AS v WHERE {} \
+                "UPDATE{OR_IGNORE} {name} SET {} FROM (VALUES {}) AS v WHERE {} \
                  AND {name}.generation = v.column{width} RETURNING {}",
                 set.join(", "),
                 tuples.join(", "),
@@ -177,15 +178,17 @@ pub(super) async fn apply(
     conn: &mut Conn,
     changes: Vec<Change>,
 ) -> Result<Vec<Result<Applied, StoreError>>, sqlx::Error> {
-    // Puts first, batched by table and kind.
-    let mut written: HashMap<Table, HashSet<String>> = HashMap::new();
+    // Puts first, batched by table and kind. `written[i]`: whether change i's put wrote
+    // its row.
+    let mut written = vec![false; changes.len()];
     for table in Table::ALL {
         for kind in [Op::Insert, Op::Update] {
-            let batch: Vec<(&Put, &Arc<str>)> = changes
+            let batch: Vec<(usize, &Put, &Arc<str>)> = changes
                 .iter()
-                .filter_map(|change| match &change.write {
+                .enumerate()
+                .filter_map(|(i, change)| match &change.write {
                     Write::Put(put) if put.table == table && op(put) == kind => {
-                        Some((put, &change.applied.text))
+                        Some((i, put, &change.applied.text))
                     }
                     _ => None,
                 })
@@ -194,7 +197,7 @@ pub(super) async fn apply(
                 let mut query = sqlx::query_scalar::<Db, String>(put_sql(table, kind, rows.len()));
                 let last = rows.last().expect("chunks are never empty");
                 let padding = std::iter::repeat_n(last, padded(rows.len()) - rows.len());
-                for (put, text) in rows.iter().chain(padding) {
+                for (_, put, text) in rows.iter().chain(padding) {
                     for column in &put.columns {
                         query = bind(query, column);
                     }
@@ -204,18 +207,28 @@ pub(super) async fn apply(
                     }
                 }
                 let keys = query.fetch_all(&mut *conn).await?;
-                written.entry(table).or_default().extend(keys);
+                // A statement returns each row it wrote once (an update joined twice to
+                // one row, by the padding, still writes it once), and only rows of
+                // these puts: as many keys as puts means every put wrote. Otherwise,
+                // which ones did is looked up by key.
+                if keys.len() == rows.len() {
+                    for (i, _, _) in rows {
+                        written[*i] = true;
+                    }
+                } else {
+                    let keys: HashSet<&str> = keys.iter().map(String::as_str).collect();
+                    for (i, put, _) in rows {
+                        written[*i] = keys.contains(put.returned.as_str());
+                    }
+                }
             }
         }
     }
 
     let mut outcomes = Vec::with_capacity(changes.len());
-    for change in changes {
+    for (change, done) in changes.into_iter().zip(written) {
         let outcome = match &change.write {
             Write::Put(put) => {
-                let done = written
-                    .get(&put.table)
-                    .is_some_and(|keys| keys.contains(&put.returned));
                 if done {
                     Ok(())
                 } else {
