@@ -91,6 +91,8 @@ pub struct ServerArgs {
     /// directory, else $CORRAL_HOME/server]
     #[arg(long, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
+    #[command(flatten)]
+    pub timings: TimingArgs,
 }
 
 #[derive(Debug, Args)]
@@ -98,6 +100,45 @@ pub struct DevArgs {
     /// Address the API listens on (port 0 picks a free one)
     #[arg(long, value_name = "ADDR", default_value = DEFAULT_LISTEN)]
     pub listen: SocketAddr,
+    #[command(flatten)]
+    pub timings: TimingArgs,
+}
+
+/// How fast the control plane notices things: cell heartbeats, how long a cell's
+/// presence outlives its last heartbeat, and the convergence timer.
+#[derive(Debug, Clone, Args)]
+pub struct TimingArgs {
+    /// How often cells send heartbeats, in ms
+    #[arg(long, value_name = "MS", default_value_t = 1_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub heartbeat_ms: u64,
+    /// How long a cell's presence lives without a heartbeat, in ms (a dead cell is
+    /// noticed within this)
+    #[arg(long, value_name = "MS", default_value_t = 3_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub presence_ttl_ms: u64,
+    /// How often the leader converges even when nothing expired, in ms
+    #[arg(long, value_name = "MS", default_value_t = 30_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub convergence_ms: u64,
+}
+
+impl TimingArgs {
+    /// The server's timings; a presence that would expire before the next heartbeat
+    /// could arrive is refused.
+    pub fn timings(&self) -> anyhow::Result<server::Timings> {
+        if self.presence_ttl_ms <= self.heartbeat_ms {
+            anyhow::bail!(
+                "--presence-ttl-ms ({}) must be longer than --heartbeat-ms ({}), or every cell \
+                 would expire between two heartbeats",
+                self.presence_ttl_ms,
+                self.heartbeat_ms
+            );
+        }
+        Ok(server::Timings {
+            heartbeat_interval_ms: self.heartbeat_ms,
+            presence_ttl_ms: self.presence_ttl_ms,
+            convergence_interval_ms: self.convergence_ms,
+            ..server::Timings::default()
+        })
+    }
 }
 
 /// `--json` for verbs that read: the API's JSON instead of a table.
@@ -504,5 +545,55 @@ mod tests {
     fn clap_definition_is_consistent() {
         use clap::CommandFactory;
         Cli::command().debug_assert();
+    }
+}
+
+#[cfg(test)]
+mod timing_tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[test]
+    fn timings_come_from_flags_and_are_checked() {
+        let cli = Cli::try_parse_from([
+            "corral",
+            "dev",
+            "--heartbeat-ms",
+            "200",
+            "--presence-ttl-ms",
+            "700",
+        ])
+        .expect("parses");
+        let Command::Dev(args) = cli.command else {
+            panic!("dev")
+        };
+        let timings = args.timings.timings().expect("valid");
+        assert_eq!(
+            (
+                timings.heartbeat_interval_ms,
+                timings.presence_ttl_ms,
+                timings.convergence_interval_ms
+            ),
+            (200, 700, 30_000)
+        );
+
+        let cli =
+            Cli::try_parse_from(["corral", "dev", "--presence-ttl-ms", "1000"]).expect("parses");
+        let Command::Dev(args) = cli.command else {
+            panic!("dev")
+        };
+        let error = args
+            .timings
+            .timings()
+            .expect_err("a TTL no longer than the heartbeat");
+        assert!(
+            error
+                .to_string()
+                .contains("must be longer than --heartbeat-ms (1000)"),
+            "{error}"
+        );
+
+        assert!(Cli::try_parse_from(["corral", "dev", "--heartbeat-ms", "0"]).is_err());
     }
 }

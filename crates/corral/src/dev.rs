@@ -23,7 +23,7 @@ pub async fn server(args: &ServerArgs, env: &dyn Env) -> Result<()> {
         listen: args.listen,
         db_url: db_url.to_owned(),
         data_dir,
-        timings: Default::default(),
+        timings: args.timings.timings()?,
     })
     .await
     .with_context(|| format!("start the server on {}", args.listen))?;
@@ -43,7 +43,7 @@ pub async fn dev(args: &DevArgs, env: &dyn Env) -> Result<()> {
         listen: args.listen,
         db_url: format!("sqlite:{}", database.display()),
         data_dir: data_dir.clone(),
-        timings: Default::default(),
+        timings: args.timings.timings()?,
     })
     .await
     .with_context(|| format!("start the dev server on {}", args.listen))?;
