@@ -23,12 +23,6 @@ use client::Client;
 use crate::cli::{Cli, Command};
 use crate::config::{Env, ProcessEnv};
 
-/// mimalloc rather than glibc's malloc: the server's store writer frees on its own
-/// thread what request handlers allocated on the runtime's, which glibc serialises on
-/// its arena locks (a quarter of the store benchmark's time went to malloc and free).
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();

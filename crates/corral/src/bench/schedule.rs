@@ -112,6 +112,8 @@ struct RunResult {
     reconcile: Option<(Duration, u64, u64)>,
     pure: PureResult,
     fleet: sim::Stats,
+    /// What the server logged: leadership losses, expiries, convergence passes.
+    log: server_child::LogSummary,
     timeline: Vec<Sample>,
     work_item_bytes: usize,
 }
@@ -552,6 +554,7 @@ async fn one_run(setup: &Setup, args: &ScheduleArgs, run: u32) -> Result<RunResu
     fleet.shutdown().await;
     let log = server.log_path().to_owned();
     server.stop().await?;
+    let log_summary = server_child::LogSummary::read(&log);
     // The log outlives the temporary directory, for a look at what the server did.
     let kept = std::env::temp_dir().join(format!(
         "corral-bench-schedule-{}-run{run}.log",
@@ -595,6 +598,7 @@ async fn one_run(setup: &Setup, args: &ScheduleArgs, run: u32) -> Result<RunResu
         reconcile,
         pure,
         fleet: fleet_stats,
+        log: log_summary,
         timeline,
         work_item_bytes,
     })
@@ -763,6 +767,21 @@ fn print_run(setup: &Setup, r: &RunResult) {
         r.fleet.overcommits,
         r.fleet.misplacements
     );
+    let largest = r.log.passes.iter().max_by_key(|p| p[0]);
+    println!(
+        "  server log            leader lock taken {} time(s) ({} lost), {} cell presences expired, {} convergence passes that acted{}",
+        r.log.leaderships,
+        r.log.leaderships.saturating_sub(1),
+        thousands(r.log.cells_expired),
+        r.log.passes.len(),
+        largest.map_or_else(String::new, |[instances, actions, read, total]| format!(
+            " (the largest: {} instances, {} actions, read {:.1} s, total {:.1} s)",
+            thousands(*instances),
+            thousands(*actions),
+            *read as f64 / 1000.0,
+            *total as f64 / 1000.0
+        ))
+    );
     println!(
         "  work pushed           each StartInstance carries its whole LRP: {} bytes of JSON per instance, {:.0} MB for all",
         r.work_item_bytes,
@@ -855,7 +874,23 @@ fn goals(setup: &Setup, results: &[RunResult], full: bool) -> Vec<String> {
                 "convergence pass <= 2 s: {} ({p:.2} s)",
                 yes(p <= GOAL_PASS_SECS)
             ),
-            None => "convergence pass <= 2 s: not measured".to_owned(),
+            None => {
+                // The benchmark's own pass needs the leader lock; a server that keeps
+                // losing it still logs its passes, whose reading alone bounds a pass.
+                let logged = results
+                    .iter()
+                    .flat_map(|r| &r.log.passes)
+                    .filter(|p| p[0] * 10 >= setup.instances * 9)
+                    .map(|p| p[2])
+                    .max();
+                match logged {
+                    Some(read_ms) => format!(
+                        "convergence pass <= 2 s: NOT met (not timed by the benchmark: the server had lost its leader lock; its own passes at full size spent {:.1} s just reading)",
+                        read_ms as f64 / 1000.0
+                    ),
+                    None => "convergence pass <= 2 s: not measured".to_owned(),
+                }
+            }
         });
         out.push(format!(
             "server RSS <= 2 GB: {} ({:.0} MB)",
@@ -920,14 +955,17 @@ server, the simulated cells and other work, so they are noisy.",
         "Convergence pass (s)",
         "Pure placement (s; us each)",
         "End to end / pure",
+        "Leader lock lost / cells expired",
         "Goals",
         "Machine (load)",
     ],
     key: &[2, 3, 4],
     outro: "\
-Goals (design.md): 1,000,000 instances on 10,000 cells RUNNING in <= 60 s on SQLite; a convergence pass <= 2 s and \
-server RSS <= 2 GB at that size; pure placement <= 10 us at 10,000 cells. Below the full size, the Goals column checks \
-the rate the 60 s goal needs (16,667 instances/s) and scales the pass and the memory linearly.",
+\"Leader lock lost / cells expired\" is from the server's log: how often it lost its leader lock (TTL 3 s) and how many \
+cell presences (TTL 3 s) expired during the run; both are 0 in a healthy run. Goals (design.md): 1,000,000 instances \
+on 10,000 cells RUNNING in <= 60 s on SQLite; a convergence pass <= 2 s and server RSS <= 2 GB at that size; pure \
+placement <= 10 us at 10,000 cells. Below the full size, the Goals column checks the rate the 60 s goal needs \
+(16,667 instances/s) and scales the pass and the memory linearly.",
 };
 
 fn summary_row(setup: &Setup, machine: &Machine, results: &[RunResult]) -> Vec<String> {
@@ -988,6 +1026,13 @@ fn summary_row(setup: &Setup, machine: &Machine, results: &[RunResult]) -> Vec<S
             f2(med(results, |r| Some(r.pure.us_per_placement())))
         ),
         format!("{}x", f0(med(results, |r| Some(r.ratio())))),
+        format!(
+            "{} / {}",
+            f0(med(results, |r| Some(f64::from(
+                r.log.leaderships.saturating_sub(1)
+            )))),
+            f0(med(results, |r| Some(r.log.cells_expired as f64)))
+        ),
         goals(setup, results, full).join("; "),
         format!(
             "{} CPUs {}, Linux {} ({})",

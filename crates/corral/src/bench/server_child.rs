@@ -208,6 +208,48 @@ fn parse_memory(status: &str) -> Memory {
     }
 }
 
+/// What the server's log says about its health under load.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LogSummary {
+    /// Times the server took the leader lock: more than once means it lost it.
+    pub leaderships: u32,
+    /// Cell presences the expiry sweep found expired.
+    pub cells_expired: u64,
+    /// Convergence passes that changed something: instances, actions, read ms, total ms.
+    pub passes: Vec<[u64; 4]>,
+}
+
+impl LogSummary {
+    pub fn read(path: &Path) -> LogSummary {
+        summarize(&std::fs::read_to_string(path).unwrap_or_default())
+    }
+}
+
+fn summarize(log: &str) -> LogSummary {
+    let field = |line: &str, name: &str| -> u64 {
+        line.split_whitespace()
+            .find_map(|word| word.strip_prefix(name)?.strip_prefix('='))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    let mut summary = LogSummary::default();
+    for line in log.lines() {
+        if line.contains("this server leads") {
+            summary.leaderships += 1;
+        } else if line.contains("cell presence expired") && !line.contains("cell=leader") {
+            summary.cells_expired += 1;
+        } else if line.contains(" converged ") || line.ends_with(" converged") {
+            summary.passes.push([
+                field(line, "instances"),
+                field(line, "actions"),
+                field(line, "read_ms"),
+                field(line, "total_ms"),
+            ]);
+        }
+    }
+    summary
+}
+
 fn log_tail(path: &Path) -> String {
     let text = std::fs::read_to_string(path).unwrap_or_default();
     let lines: Vec<&str> = text.lines().collect();
@@ -218,6 +260,26 @@ fn log_tail(path: &Path) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_log_tells_leadership_losses_expiries_and_passes() {
+        let log = "\
+2026-11-23T17:58:04Z  INFO server::leader: this server leads: scheduling and converging owner=a fence=1
+2026-11-23T17:58:45Z  WARN server::leader: the leader lock was lost and taken again; restarting the leader's loops
+2026-11-23T17:58:46Z  INFO server::leader: this server leads: scheduling and converging owner=a fence=10002
+2026-11-23T17:58:54Z  INFO server::converger: converged lrps=215 instances=223444 tasks=0 actions=8444 applied=8444 raced=0 read_ms=2895 decide_ms=37 total_ms=7610
+2026-11-23T17:59:01Z  WARN server::converger: cell presence expired cell=sim-1
+2026-11-23T17:59:01Z  WARN server::converger: cell presence expired cell=leader
+";
+        assert_eq!(
+            summarize(log),
+            LogSummary {
+                leaderships: 2,
+                cells_expired: 1,
+                passes: vec![[223_444, 8444, 2895, 7610]],
+            }
+        );
+    }
 
     #[test]
     fn memory_is_read_from_proc_status() {

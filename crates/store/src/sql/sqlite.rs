@@ -64,7 +64,13 @@ pub(super) async fn open(
         // The page cache keeps SQLite's default size on purpose: measured here, a
         // larger one made every commit slower, as SQLite scans the whole cache when it
         // ends a write transaction.
-        .pragma("temp_store", "memory");
+        .pragma("temp_store", "memory")
+        // Checkpoint (copy the WAL into the database file and fsync it) once the WAL
+        // holds 4,000 pages (16 MB) rather than SQLite's 1,000: a group of a few hundred
+        // writes fills ~500 pages, so the default checkpointed every other commit, and
+        // the same hot table and index pages were copied again each time. Measured:
+        // ~10% fewer bytes written per write, ~15% less commit time, ~5% more writes/s.
+        .pragma("wal_autocheckpoint", "4000");
     let path = write.get_filename().display().to_string();
     let writer = shared::Writer::start(write, MIGRATIONS, requests, stats)
         .await
