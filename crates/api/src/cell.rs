@@ -12,6 +12,12 @@
 //! assigned to it and stops anything else it finds, so a resent or duplicated message
 //! never runs an instance twice. A task runs only after the cell's `TaskStarted` report
 //! succeeded: that report is the single PENDING -> RUNNING compare-and-set.
+//!
+//! A draining cell (Diego's evacuation) sets `evacuating` in its heartbeats, so nothing
+//! new is placed on it; gives back what it has claimed but not started
+//! (`InstanceEvacuatingClaimed`); and for each RUNNING instance asks for a replacement
+//! (`InstanceEvacuating`, resent until the answer is `Stale`), keeping the container
+//! until the replacement runs, so an index never has zero running copies.
 
 use model::{Cell, Lrp, Name, PortMapping, Task};
 use serde::{Deserialize, Serialize};
@@ -48,8 +54,8 @@ pub enum WorkItem {
         instance_id: String,
     },
     /// Keep this container if it runs here, but do not start it if it does not: the
-    /// instance is SUSPECT (its cell vanished for a while) and a replacement may run
-    /// elsewhere. Only in reconciliation answers.
+    /// instance is SUSPECT (its cell vanished for a while) or EVACUATING (its cell
+    /// drains), and a replacement may run elsewhere. Only in reconciliation answers.
     KeepInstance {
         cell: Name,
         lrp: Name,
@@ -111,6 +117,35 @@ pub enum Report {
         index: u32,
         instance_id: String,
     },
+    /// The cell is evacuating and asks for a replacement of this RUNNING instance (Diego's
+    /// `EvacuateRunningActualLRP`); it resends this every few seconds until it is told
+    /// to stop. The first time, the server turns the ordinary row into an EVACUATING
+    /// copy (same key, address and ports: still routable) and queues a new ordinary row
+    /// for placement elsewhere, in one commit; a resend changes nothing until the
+    /// handoff ends.
+    ///
+    /// `Ok`: keep the container, ask again later. `Stale`: stop it now, because the
+    /// replacement runs (the cell also gets `StopInstance`), or it crashed, or the index
+    /// is no longer wanted, or no row names this container any more, or the server
+    /// never saw it running (a CLAIMED row: it is placed elsewhere at once).
+    InstanceEvacuating {
+        cell: Name,
+        lrp: Name,
+        index: u32,
+        instance_id: String,
+    },
+    /// The cell gives up an instance it will not run (Diego's
+    /// `EvacuateClaimedActualLRP`): an evacuating cell sends this for each instance it
+    /// has claimed but not reported running, and then drops the container. The instance
+    /// goes back to UNCLAIMED at once, without counting as a crash, and is placed
+    /// elsewhere (a non-ordinary copy is simply removed). `Ok` or `Stale`, the
+    /// container goes.
+    InstanceEvacuatingClaimed {
+        cell: Name,
+        lrp: Name,
+        index: u32,
+        instance_id: String,
+    },
     /// The cell is about to run the task: the at-most-once gate.
     TaskStarted { cell: Name, id: Name },
     TaskCompleted {
@@ -144,11 +179,58 @@ pub struct ReportsReply {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "result", rename_all = "snake_case")]
 pub enum ReportResult {
+    /// Applied (for `InstanceEvacuating`: keep the container for now).
     Ok,
     /// The report no longer matches what is assigned (the instance was reassigned or
     /// removed, the task started elsewhere or was cancelled): the cell must stop that
     /// container, or not start that task.
-    Stale {
-        message: String,
-    },
+    Stale { message: String },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn name(s: &str) -> Name {
+        Name::parse("name", s).expect("valid")
+    }
+
+    #[test]
+    fn evacuation_reports_on_the_wire() {
+        let cases = [
+            (
+                Report::InstanceEvacuating {
+                    cell: name("cell-a"),
+                    lrp: name("web"),
+                    index: 1,
+                    instance_id: "i1".into(),
+                },
+                r#"{"kind":"instance_evacuating","cell":"cell-a","lrp":"web","index":1,"instance_id":"i1"}"#,
+            ),
+            (
+                Report::InstanceEvacuatingClaimed {
+                    cell: name("cell-a"),
+                    lrp: name("web"),
+                    index: 0,
+                    instance_id: "i2".into(),
+                },
+                r#"{"kind":"instance_evacuating_claimed","cell":"cell-a","lrp":"web","index":0,"instance_id":"i2"}"#,
+            ),
+        ];
+        for (report, json) in cases {
+            assert_eq!(serde_json::to_string(&report).unwrap(), json);
+            assert_eq!(serde_json::from_str::<Report>(json).unwrap(), report);
+        }
+        let extra = r#"{"kind":"instance_evacuating_claimed","cell":"c","lrp":"web","index":0,"instance_id":"i","x":1}"#;
+        assert!(serde_json::from_str::<Report>(extra).is_err());
+    }
+
+    #[test]
+    fn a_heartbeat_without_the_flag_is_not_evacuating() {
+        let heartbeat: Heartbeat = serde_json::from_str(
+            r#"{"cells":[{"id":"cell-a","address":"http://a","capacity":{"memory_mb":1,"disk_mb":1,"containers":1}}]}"#,
+        )
+        .unwrap();
+        assert!(!heartbeat.cells[0].evacuating);
+    }
 }

@@ -284,6 +284,38 @@ fn a_suspect_on_a_vanished_cell_is_kept_until_its_replacement_runs() {
 }
 
 #[test]
+fn evacuating_rows_stay_while_their_replacement_is_pending() {
+    // c1 drains; each index's copy there waits for its replacement, whatever state the
+    // replacement is in. Convergence only looks after the replacement itself: a stale
+    // UNCLAIMED one is auctioned again, one CLAIMED on a vanished cell is unclaimed, a
+    // missing one is created. The EVACUATING rows themselves are never touched while
+    // c1 lives: the draining cell ends each handoff.
+    check(
+        "
+        cells c1 c2
+        domain cf
+        lrp web 6 cf
+        web/0 evacuating running@c1
+        web/0 unclaimed age=1s
+        web/1 evacuating running@c1
+        web/1 unclaimed age=31s gen=3
+        web/2 evacuating running@c1
+        web/2 claimed@c2
+        web/3 evacuating running@c1
+        web/3 claimed@c9 gen=5
+        web/4 evacuating running@c1
+        web/4 crashed crashes=3 age=1s
+        web/5 evacuating running@c1
+        ",
+        &[
+            "auction web/1@3 stale-unclaimed",
+            "unclaim web/3@5",
+            "create web/5 in cf",
+        ],
+    );
+}
+
+#[test]
 fn evacuating_rows_go_when_their_cell_does() {
     check(
         "

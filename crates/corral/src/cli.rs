@@ -70,6 +70,12 @@ pub enum Command {
     Domains(ReadArgs),
     /// Print the event stream: every change to LRPs, instances, tasks, domains and cells
     Events(EventsArgs),
+    /// Run a cell: join the cluster and run its work in containers (`corral cell drain
+    /// ID` evacuates one)
+    Cell(crate::cell_cmd::CellArgs),
+    /// The cell's runtime helper, started by `corral cell` (not for direct use)
+    #[command(hide = true)]
+    CellHelper(crate::cell_cmd::HelperArgs),
     /// Run a fleet of simulated cells that join the cluster and "run" its work
     SimCells(crate::sim_cells::SimCellsArgs),
     /// Run a benchmark and record its figures in BENCHMARKS.md
@@ -100,6 +106,12 @@ pub struct DevArgs {
     /// Address the API listens on (port 0 picks a free one)
     #[arg(long, value_name = "ADDR", default_value = DEFAULT_LISTEN)]
     pub listen: SocketAddr,
+    /// The dev cell's container backend
+    #[arg(long, value_enum, default_value_t = crate::cell_cmd::BackendChoice::Auto)]
+    pub backend: crate::cell_cmd::BackendChoice,
+    /// Run the server alone, without the dev cell (cells join with `corral cell`)
+    #[arg(long)]
+    pub no_cell: bool,
     #[command(flatten)]
     pub timings: TimingArgs,
 }
@@ -182,6 +194,22 @@ pub struct CreateArgs {
     /// Free text kept with the LRP
     #[arg(long, value_name = "TEXT")]
     pub annotation: Option<String>,
+    /// Liveness check: tcp:PORT or http:PORT[/PATH]; it must pass within the start
+    /// timeout, then every 30 s, or the instance crashes
+    #[arg(long, value_name = "CHECK", value_parser = parse_check)]
+    pub check: Option<model::CheckKind>,
+    /// Readiness check (same forms): while it fails the instance gets no traffic
+    #[arg(long, value_name = "CHECK", value_parser = parse_check)]
+    pub ready: Option<model::CheckKind>,
+    /// How long an instance may take to pass its liveness check, in seconds [default: 60]
+    #[arg(long, value_name = "S")]
+    pub start_timeout: Option<u64>,
+    /// Relative CPU share of each instance, 1-100 [default: 10]
+    #[arg(long, value_name = "N")]
+    pub cpu_weight: Option<u8>,
+    /// Most processes each instance may hold [default: 1024]
+    #[arg(long, value_name = "N")]
+    pub max_pids: Option<u32>,
     #[command(flatten)]
     pub read: ReadArgs,
     /// The command to run, after `--`
@@ -424,6 +452,28 @@ pub fn parse_route(arg: &str) -> Result<RouteArg, String> {
 }
 
 /// Parses a container port: 1 to 65535.
+/// `tcp:PORT` or `http:PORT[/PATH]`.
+pub fn parse_check(arg: &str) -> Result<model::CheckKind, String> {
+    let bad = || format!("check {arg:?} is not tcp:PORT or http:PORT[/PATH]");
+    let (kind, rest) = arg.split_once(':').ok_or_else(bad)?;
+    match kind {
+        "tcp" => Ok(model::CheckKind::Tcp {
+            port: parse_port(rest)?,
+        }),
+        "http" => {
+            let (port, path) = match rest.find('/') {
+                Some(i) => (&rest[..i], rest[i..].to_owned()),
+                None => (rest, "/".to_owned()),
+            };
+            Ok(model::CheckKind::Http {
+                port: parse_port(port)?,
+                path,
+            })
+        }
+        _ => Err(bad()),
+    }
+}
+
 pub fn parse_port(arg: &str) -> Result<u16, String> {
     match arg.parse::<u16>() {
         Ok(port) if port > 0 => Ok(port),

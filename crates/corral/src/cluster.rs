@@ -98,6 +98,7 @@ mod tests {
             placement_tags: vec![],
             optional_placement_tags: vec![],
             attributes: Default::default(),
+            evacuating: false,
         };
         assert_eq!(
             render_cells(&[cell]),

@@ -8,7 +8,8 @@ use anyhow::{Context, Result, bail};
 use server::{Server, ServerOptions};
 use tokio::signal::unix::{Signal, SignalKind, signal};
 
-use crate::cli::{DevArgs, ServerArgs};
+use crate::cell_cmd::{self, BackendChoice, CellRunArgs};
+use crate::cli::{DevArgs, Global, ServerArgs};
 use crate::config::{self, ConfigFile, Env};
 
 pub async fn server(args: &ServerArgs, env: &dyn Env) -> Result<()> {
@@ -60,31 +61,80 @@ pub async fn dev(args: &DevArgs, env: &dyn Env) -> Result<()> {
             token: None,
         },
     )?;
+    if args.no_cell {
+        print!(
+            "{}",
+            banner(
+                &api,
+                server.token_path(),
+                &database,
+                &config_path,
+                "none (--no-cell)"
+            )
+        );
+        return run_until_signal(server, &mut signals).await;
+    }
+    let token = std::fs::read_to_string(server.token_path())
+        .with_context(|| format!("read the API token {}", server.token_path().display()))?;
+    let cell_args = CellRunArgs {
+        id: Some("dev-cell".to_owned()),
+        backend: args.backend,
+        state_dir: Some(data_dir.join("cell")),
+        ephemeral: true,
+        ..CellRunArgs::defaults()
+    };
+    let cell = cell_cmd::prepare(
+        &cell_args,
+        &Global::default(),
+        env,
+        Some((api.clone(), Some(token.trim().to_owned()))),
+    )
+    .await
+    .context("start the dev cell")?;
+    let backend = match (cell.backend, &cell.fallback) {
+        (BackendChoice::Linux, _) => {
+            "linux (isolated containers: namespaces, cgroups, overlayfs)".to_owned()
+        }
+        (_, Some(why)) => format!("process (no isolation: {why})"),
+        _ => "process (no isolation)".to_owned(),
+    };
+    let agent = cell.agent.clone();
+    let runner = tokio::spawn(async move { agent.run(std::future::pending()).await });
     print!(
         "{}",
-        banner(&api, server.token_path(), &database, &config_path)
+        banner(&api, server.token_path(), &database, &config_path, &backend)
     );
-    run_until_signal(server, &mut signals).await
+    let which = signals.recv().await;
+    eprintln!("Received {which}: stopping.");
+    runner.abort();
+    // Development: nothing to hand over to, so the containers simply go.
+    if let Err(e) = cell.runtime.shutdown().await {
+        eprintln!("Could not stop the cell's containers: {e:#}");
+    }
+    server.shutdown().await.context("shut the server down")?;
+    eprintln!("Stopped.");
+    Ok(())
 }
 
 /// What `corral dev` says when it is up: where everything is, why instances will wait,
 /// and what to type next.
-fn banner(api: &str, token: &Path, database: &Path, config: &Path) -> String {
+fn banner(api: &str, token: &Path, database: &Path, config: &Path, backend: &str) -> String {
+    let what = if backend.starts_with("none") {
+        "the API server on SQLite, without a cell (start one with `corral cell`)"
+    } else {
+        "the API server on SQLite and one cell"
+    };
     format!(
         "\
-Corral dev is running: the API server on SQLite.
+Corral dev is running: {what}.
 
   API       {api}
   token     {token}
   database  {database}
   config    {config} (the CLI reads the API and token from here)
+  cell      dev-cell, {backend}
 
-The scheduler places work on cells as they join. Real cells come with a later
-issue; until then, simulated cells run it in name (they speak the real protocol
-but start nothing), and without any cell instances stay UNCLAIMED.
-
-Next, in other terminals:
-  corral sim-cells --count 4
+Next, in another terminal:
   corral create web --instances 3 -- sleep 1000
   corral status web
 

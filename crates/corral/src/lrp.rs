@@ -161,18 +161,46 @@ pub fn lrp_create(args: &CreateArgs) -> Result<LrpCreate> {
         resources: ResourcesInput {
             memory_mb: args.memory.map(megabytes),
             disk_mb: args.disk.map(megabytes),
-            ..ResourcesInput::default()
+            cpu_weight: args.cpu_weight.map(i64::from),
+            max_pids: args.max_pids.map(i64::from),
         },
         setup: None,
         action: Action::run(path, rest),
         env,
         ports,
-        checks: None,
+        checks: checks(args),
         routes: (!http.is_empty()).then(|| Routes { http, tcp: vec![] }),
         placement_tags: vec![],
         crash_policy: None,
         annotation: args.annotation.clone().unwrap_or_default(),
     })
+}
+
+/// The checks the flags ask for; none without any of them.
+fn checks(args: &CreateArgs) -> Option<model::Checks> {
+    if args.check.is_none() && args.ready.is_none() && args.start_timeout.is_none() {
+        return None;
+    }
+    let check = |kind: &Option<model::CheckKind>| {
+        kind.clone().map(|kind| model::Check {
+            kind,
+            interval_ms: 30_000,
+            timeout_ms: 1_000,
+        })
+    };
+    let mut checks = model::Checks {
+        liveness: check(&args.check),
+        readiness: check(&args.ready),
+        ..model::Checks::default()
+    };
+    if let Some(s) = args.start_timeout {
+        checks.start_timeout_ms = s.saturating_mul(1000);
+    }
+    // Readiness matters for traffic: look often.
+    if let Some(ready) = &mut checks.readiness {
+        ready.interval_ms = 2_000;
+    }
+    Some(checks)
 }
 
 /// A size in MB as the API takes it. Values past `i64::MAX` are sent saturated, and the

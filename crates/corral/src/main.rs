@@ -3,6 +3,7 @@
 #![forbid(unsafe_code)]
 
 mod bench;
+mod cell_cmd;
 mod cli;
 mod cluster;
 mod config;
@@ -23,10 +24,22 @@ use client::Client;
 use crate::cli::{Cli, Command};
 use crate::config::{Env, ProcessEnv};
 
-#[tokio::main]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
     let cli = Cli::parse();
-    match run(cli, &ProcessEnv).await {
+    let result = match &cli.command {
+        // The runtime helper forks (libcontainer): it must run before any thread or
+        // async runtime exists.
+        Command::CellHelper(args) => {
+            init_logging("info");
+            cell_cmd::helper(args)
+        }
+        _ => tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .map_err(anyhow::Error::from)
+            .and_then(|rt| rt.block_on(run(cli, &ProcessEnv))),
+    };
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprint!("{}", output::error_report(&error));
@@ -48,6 +61,12 @@ async fn run(cli: Cli, env: &dyn Env) -> Result<()> {
         Command::SimCells(args) => {
             init_logging("info");
             return sim_cells::run(&cli.global, args, env).await;
+        }
+        Command::Cell(args) => {
+            if args.command.is_none() {
+                init_logging("info");
+            }
+            return cell_cmd::run(args, &cli.global, env).await;
         }
         Command::Bench(command) => {
             // The server under test logs (to its own file); the benchmark prints figures.
@@ -78,6 +97,8 @@ async fn run(cli: Cli, env: &dyn Env) -> Result<()> {
         Command::Events(args) => events::run(&client, args).await,
         Command::Server(_)
         | Command::Dev(_)
+        | Command::Cell(_)
+        | Command::CellHelper(_)
         | Command::SimCells(_)
         | Command::Bench(_)
         | Command::Version => Ok(()),

@@ -29,6 +29,12 @@ pub struct Cell {
     pub optional_placement_tags: Vec<String>,
     #[serde(default)]
     pub attributes: BTreeMap<String, String>,
+    /// The cell is draining (`corral cell drain`, SIGTERM): it takes no new work, hands
+    /// each instance it holds over to a replacement elsewhere (the `instance_evacuating`
+    /// and `instance_evacuating_claimed` reports), and exits when it holds nothing. It says so in
+    /// every heartbeat from the moment it starts to drain.
+    #[serde(default)]
+    pub evacuating: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

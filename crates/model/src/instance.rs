@@ -27,7 +27,8 @@ pub enum InstanceState {
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum Presence {
     Ordinary,
-    /// On a draining cell, kept until its replacement runs.
+    /// On a draining cell, kept (and routable) until its replacement runs or crashes,
+    /// or the cell goes.
     Evacuating,
     /// On a cell whose presence expired, kept until its replacement runs or the cell
     /// returns.
@@ -208,6 +209,34 @@ impl Instance {
         next.routable = false;
         next.since = now;
         Ok(next)
+    }
+
+    /// The cell holding this RUNNING ordinary instance drains (Diego's
+    /// `EvacuateRunningActualLRP`): returns the EVACUATING copy, which keeps the
+    /// container's key, address, ports and readiness so it stays routable while it waits,
+    /// and the ordinary row back to UNCLAIMED (crash count kept) for a replacement
+    /// elsewhere. The server writes both in one commit; the copy goes when the
+    /// replacement runs.
+    pub fn evacuate(
+        &self,
+        instance_id: &str,
+        now: Timestamp,
+    ) -> Result<(Instance, Instance), InvalidTransition> {
+        self.require_key(instance_id)?;
+        if (self.presence, self.state) != (Presence::Ordinary, InstanceState::Running) {
+            return Err(InvalidTransition {
+                what: "instance",
+                from: format!("{} {}", self.presence, self.state),
+                to: format!(
+                    "{} (only a running ordinary instance hands over)",
+                    Presence::Evacuating
+                ),
+            });
+        }
+        let mut evacuating = self.clone();
+        evacuating.presence = Presence::Evacuating;
+        self.check_transition(&evacuating)?;
+        Ok((evacuating, self.unclaim(now)?))
     }
 
     /// Back to UNCLAIMED without a crash: its container stopped or its placement is to be
@@ -485,6 +514,104 @@ mod tests {
         assert_eq!(
             claimed.claim(key, Timestamp(11)).unwrap().placement_error,
             None
+        );
+    }
+
+    #[test]
+    fn only_a_running_ordinary_instance_evacuates() {
+        use Presence::*;
+        let lrp = Name::parse("lrp", "web").unwrap();
+        let domain = Name::parse("domain", "default").unwrap();
+        // (presence, state, the reporting container holds it, allowed)
+        let table = [
+            (Ordinary, Running, true, true),
+            (Ordinary, Running, false, false),
+            (Ordinary, Claimed, true, false),
+            (Ordinary, Unclaimed, false, false),
+            (Ordinary, Crashed, false, false),
+            (Evacuating, Running, true, false),
+            (Suspect, Running, true, false),
+        ];
+        for (presence, state, holds, allowed) in table {
+            let mut row = Instance::unclaimed(lrp.clone(), 2, domain.clone(), Timestamp(5));
+            row.presence = presence;
+            row.state = state;
+            row.crash_count = 1;
+            row.generation = 7;
+            if state != Unclaimed && state != Crashed {
+                row.key = key("cell-a", if holds { "i1" } else { "i9" });
+                row.address = Some("10.0.0.1".into());
+                row.routable = true;
+            }
+            let got = row.evacuate("i1", Timestamp(50));
+            assert_eq!(got.is_ok(), allowed, "{presence} {state}: {got:?}");
+            let Ok((evacuating, replacement)) = got else {
+                continue;
+            };
+            // The copy is the container as it was, still routable; the ordinary row
+            // waits for a new placement, crash count kept.
+            assert_eq!(
+                evacuating,
+                Instance {
+                    presence: Evacuating,
+                    ..row.clone()
+                }
+            );
+            assert_eq!(
+                (
+                    replacement.presence,
+                    replacement.state,
+                    replacement.key.clone(),
+                    replacement.address.clone(),
+                    replacement.routable,
+                    replacement.crash_count,
+                    replacement.since,
+                ),
+                (Ordinary, Unclaimed, None, None, false, 1, Timestamp(50))
+            );
+            assert!(row.check_transition(&replacement).is_ok());
+        }
+    }
+
+    #[test]
+    fn a_running_report_updates_readiness_and_address_in_place() {
+        let lrp = Name::parse("lrp", "web").unwrap();
+        let domain = Name::parse("domain", "default").unwrap();
+        let ports = vec![PortMapping {
+            container_port: 8080,
+            host_port: 61000,
+        }];
+        let running = Instance::unclaimed(lrp, 0, domain, Timestamp(0))
+            .claim(key("cell-a", "i1").unwrap(), Timestamp(1))
+            .unwrap()
+            .run("i1", "10.0.0.1".into(), ports.clone(), false, Timestamp(2))
+            .unwrap();
+        // The same report again changes nothing, not even `since`: the server skips
+        // the write.
+        let again = running
+            .run("i1", "10.0.0.1".into(), ports.clone(), false, Timestamp(9))
+            .unwrap();
+        assert_eq!(again, running);
+        // Readiness passes: the row changes, RUNNING since the same moment.
+        let ready = running
+            .run("i1", "10.0.0.1".into(), ports.clone(), true, Timestamp(9))
+            .unwrap();
+        assert_eq!((ready.routable, ready.since), (true, Timestamp(2)));
+        let moved = ready
+            .run("i1", "10.0.0.2".into(), vec![], true, Timestamp(10))
+            .unwrap();
+        assert_eq!(
+            (moved.address.as_deref(), moved.ports.len()),
+            (Some("10.0.0.2"), 0)
+        );
+        // An evacuating copy's readiness is updated the same way.
+        let (evacuating, _) = ready.evacuate("i1", Timestamp(11)).unwrap();
+        let unready = evacuating
+            .run("i1", "10.0.0.1".into(), ports, false, Timestamp(12))
+            .unwrap();
+        assert_eq!(
+            (unready.presence, unready.routable),
+            (Presence::Evacuating, false)
         );
     }
 

@@ -49,6 +49,7 @@ fn cluster_of(cells: usize, memory_mb: impl Fn(usize) -> u64) -> Snapshot {
                 Vec::new()
             },
             volume_drivers: Vec::new(),
+            evacuating: false,
         });
     }
     snapshot

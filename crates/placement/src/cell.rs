@@ -18,6 +18,8 @@ pub struct CellView {
     pub optional_placement_tags: Vec<String>,
     /// Volume drivers the cell can mount from.
     pub volume_drivers: Vec<String>,
+    /// The cell is draining: it keeps what it holds for now but takes nothing new.
+    pub evacuating: bool,
 }
 
 /// An amount of each resource the auction accounts for.
@@ -64,6 +66,7 @@ impl From<&Cell> for CellView {
             placement_tags: cell.placement_tags.clone(),
             optional_placement_tags: cell.optional_placement_tags.clone(),
             volume_drivers: Vec::new(),
+            evacuating: cell.evacuating,
         }
     }
 }

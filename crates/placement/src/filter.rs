@@ -1,6 +1,9 @@
 //! The strict filters (Diego's `Zone.filterCells`): rootfs provider, then volume
-//! drivers, then placement tags. They look only at a cell's attributes, so the snapshot
-//! evaluates them once per class of cells with identical attributes, not per cell.
+//! drivers, then placement tags, then whether the cell is evacuating (Diego leaves such
+//! cells out of the auction altogether; as a filter, it also names the reason when they
+//! are the only cells that could run the work). They look only at a cell's attributes,
+//! so the snapshot evaluates them once per class of cells with identical attributes,
+//! not per cell.
 
 use crate::cell::CellView;
 use crate::work::{Unplaced, Work};
@@ -15,6 +18,7 @@ pub(crate) struct Attributes {
     /// Tags work may carry: required and optional ones.
     allowed: Vec<String>,
     drivers: Vec<String>,
+    evacuating: bool,
 }
 
 /// How far a cell gets through the filters, in the order they are checked. The
@@ -27,6 +31,8 @@ pub(crate) enum Stage {
     VolumeDrivers,
     /// It provides the rootfs and drivers but not the placement tags.
     PlacementTags,
+    /// It could run the work but is draining.
+    Evacuating,
     /// It may run the work, resources permitting.
     Pass,
 }
@@ -44,6 +50,7 @@ impl Attributes {
             required: set(&[&cell.placement_tags]),
             allowed: set(&[&cell.placement_tags, &cell.optional_placement_tags]),
             drivers: set(&[&cell.volume_drivers]),
+            evacuating: cell.evacuating,
         }
     }
 
@@ -64,6 +71,9 @@ impl Attributes {
         if !(required_carried && carried_allowed) {
             return Stage::PlacementTags;
         }
+        if self.evacuating {
+            return Stage::Evacuating;
+        }
         Stage::Pass
     }
 }
@@ -77,8 +87,9 @@ pub(crate) fn rejection(furthest: Stage, work: &Work) -> Unplaced {
         Stage::VolumeDrivers => Unplaced::NoVolumeDrivers {
             drivers: work.volume_drivers.clone(),
         },
-        Stage::PlacementTags | Stage::Pass => Unplaced::NoPlacementTags {
+        Stage::PlacementTags => Unplaced::NoPlacementTags {
             tags: work.placement_tags.clone(),
         },
+        Stage::Evacuating | Stage::Pass => Unplaced::AllEvacuating,
     }
 }

@@ -2,7 +2,8 @@
 //! decide which cell runs what.
 //!
 //! The semantics are Diego's (`auctioneer`'s `auctionrunner`): strict filters on rootfs,
-//! volume drivers and placement tags; then, lowest score wins, where the score is the
+//! volume drivers and placement tags, and no new work on evacuating (draining) cells;
+//! then, lowest score wins, where the score is the
 //! mean used fraction of memory, disk and containers after the placement, plus 0.25 per
 //! container still starting on the cell, plus 1000 per instance of the same LRP (or per
 //! task, for tasks) already on it. LRPs spread across zones before anything else.

@@ -363,6 +363,41 @@ fn filter_errors_in_order_of_precedence() {
 }
 
 #[test]
+fn evacuating_cells_take_no_new_work() {
+    // a drains while holding web/0: it keeps its work (and its usage) but gets nothing
+    // new; once every cell that could run something is draining, the reason says so.
+    // A tag or rootfs problem is reported before it. When a stops draining, it takes
+    // work again.
+    check(
+        "
+        cell a zone=z1
+        cell b zone=z2 mem=256
+        add a lrp web/0
+        cell a zone=z1 evacuating
+        lrp web/1
+        lrp web/2
+        task gpu tags=gpu
+        place
+        cell b zone=z2 mem=256 evacuating
+        lrp web/3
+        place
+        usage
+        cell a zone=z1
+        lrp web/3
+        ",
+        expect![[r#"
+            web/1 -> b
+            web/2 -> b
+            gpu unplaced: no cell matches placement tags [gpu]
+            web/3 unplaced: every cell that could run it is evacuating
+            a: memory 128/1024 disk 0/1024 containers 1/10 starting 0 tasks 0 instances 1
+            b: memory 256/256 disk 0/1024 containers 2/10 starting 2 tasks 0 instances 2
+            web/3 -> a
+        "#]],
+    );
+}
+
+#[test]
 fn no_cells() {
     check(
         "

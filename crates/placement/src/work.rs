@@ -41,7 +41,7 @@ pub struct Plan {
 
 /// Why no cell can take a piece of work, with what a user can change about it. The
 /// variants are checked in this order: a rootfs problem hides a volume driver problem,
-/// which hides a placement tag problem.
+/// which hides a placement tag problem, which hides draining cells.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "reason", rename_all = "snake_case")]
 pub enum Unplaced {
@@ -53,6 +53,9 @@ pub enum Unplaced {
     /// required tags must be among them, and each of them among the cell's required
     /// and optional tags.
     NoPlacementTags { tags: Vec<String> },
+    /// Every cell that passes the filters above is evacuating (draining): the work waits
+    /// for a cell that is not.
+    AllEvacuating,
     /// Every cell that passes the filters lacks something; these are the resources that
     /// every one of them lacks (possibly none: each lacks a different one).
     Insufficient {
@@ -132,6 +135,7 @@ impl fmt::Display for Unplaced {
                 }
                 Ok(())
             }
+            Unplaced::AllEvacuating => f.write_str("every cell that could run it is evacuating"),
             Unplaced::NoCells => f.write_str("no cells are available"),
         }
     }

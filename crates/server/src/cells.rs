@@ -104,10 +104,11 @@ pub(crate) async fn assignments(
                 lrps.insert(instance.lrp.clone(), lrp);
             }
             // An instance whose LRP is gone is not assigned: the cell stops it.
-            if instance.presence == Presence::Suspect {
+            if instance.presence != Presence::Ordinary {
                 // A cell that comes back must not start what was replaced while it was
                 // gone; if the container survived, it may keep it until convergence
-                // decides between the two.
+                // decides between the two. An evacuating copy is only kept while it
+                // runs: a draining cell never starts one again.
                 items.push(WorkItem::KeepInstance {
                     cell: cell.clone(),
                     lrp: instance.lrp.clone(),

@@ -11,7 +11,8 @@ use axum::Json;
 use axum::extract::State;
 use futures::future::join_all;
 use model::{
-    Instance, InvalidTransition, Name, Presence, Task, TaskState, TaskTransition, Timestamp, limits,
+    Instance, InstanceState, InvalidTransition, Name, Presence, Task, TaskState, TaskTransition,
+    Timestamp, limits,
 };
 use store::{Expect, Mutation};
 
@@ -62,10 +63,15 @@ async fn apply(state: &AppState, report: &Report) -> Result<ReportResult, ApiErr
                 Ok(next) => next,
                 Err(e) => return Ok(stale(e.to_string())),
             };
-            let mut mutations = vec![Mutation::PutInstance {
-                instance: next,
-                expect: Expect::Generation(row.generation),
-            }];
+            let mut mutations = Vec::new();
+            if next != *row {
+                // A new start, or a running container whose readiness, address or
+                // ports changed; the same report again writes nothing.
+                mutations.push(Mutation::PutInstance {
+                    instance: next,
+                    expect: Expect::Generation(row.generation),
+                });
+            }
             if row.presence == Presence::Ordinary {
                 // The handoff is over: the copy on a draining or vanished cell is no
                 // longer needed (its cell is told to stop it). Until this moment both
@@ -73,15 +79,12 @@ async fn apply(state: &AppState, report: &Report) -> Result<ReportResult, ApiErr
                 mutations.extend(
                     rows.iter()
                         .filter(|r| r.presence != Presence::Ordinary)
-                        .map(|r| Mutation::DeleteInstance {
-                            lrp: r.lrp.clone(),
-                            index: r.index,
-                            presence: r.presence,
-                            expect: r.generation,
-                        }),
+                        .map(delete),
                 );
             }
-            state.commit(now, mutations).await?;
+            if !mutations.is_empty() {
+                state.commit(now, mutations).await?;
+            }
             Ok(ReportResult::Ok)
         }
         Report::InstanceCrashed {
@@ -121,6 +124,29 @@ async fn apply(state: &AppState, report: &Report) -> Result<ReportResult, ApiErr
                 return delete_instance(state, &row, now).await;
             }
             // Its container went away while still assigned: place it again.
+            put_instance(state, &row, row.unclaim(now), now).await
+        }
+        Report::InstanceEvacuating {
+            lrp,
+            index,
+            instance_id,
+            ..
+        } => evacuate(state, lrp, *index, instance_id, now).await,
+        Report::InstanceEvacuatingClaimed {
+            lrp,
+            index,
+            instance_id,
+            ..
+        } => {
+            let Some(row) = held(state, lrp, *index, instance_id).await? else {
+                return Ok(stale(format!(
+                    "{lrp}/{index} is no longer assigned to {instance_id}"
+                )));
+            };
+            if row.presence != Presence::Ordinary {
+                return delete_instance(state, &row, now).await;
+            }
+            // Not a crash: the cell is leaving, the instance is placed elsewhere at once.
             put_instance(state, &row, row.unclaim(now), now).await
         }
         Report::TaskStarted { cell, id } => {
@@ -183,6 +209,105 @@ async fn apply(state: &AppState, report: &Report) -> Result<ReportResult, ApiErr
             let next = rejected(&task, reason, now)?;
             put_task(state, &task, next, now).await
         }
+    }
+}
+
+/// `InstanceEvacuating`: a draining cell asks for a replacement of a running container,
+/// and is told to keep it (`Ok`) until the replacement runs or crashed, or the index is
+/// no longer wanted (`Stale`: stop it). Every resend is answered from the rows as they
+/// are, so the report is idempotent.
+async fn evacuate(
+    state: &AppState,
+    lrp: &Name,
+    index: u32,
+    instance_id: &str,
+    now: Timestamp,
+) -> Result<ReportResult, ApiError> {
+    let rows = state.store.get_instances(lrp, index).await?;
+    let Some(row) = holding(&rows, instance_id) else {
+        // Deleted with its handoff done (the replacement ran), scaled away, or replaced
+        // while the cell was gone.
+        return Ok(stale(format!(
+            "{lrp}/{index} is no longer assigned to {instance_id}"
+        )));
+    };
+    let wanted = state
+        .store
+        .get_lrp(lrp)
+        .await?
+        .is_some_and(|desired| index < desired.spec.instances);
+    if !wanted {
+        // Nothing to hand over to: the container goes, and so does its row.
+        state.commit(now, vec![delete(row)]).await?;
+        return Ok(stale(format!("{lrp}/{index} is no longer wanted")));
+    }
+    let ordinary = rows.iter().find(|r| r.presence == Presence::Ordinary);
+    match row.presence {
+        Presence::Ordinary => match row.evacuate(instance_id, now) {
+            Ok((evacuating, replacement)) => {
+                // An index has one EVACUATING place. A copy an earlier drain left there
+                // gives way: this container serves until the replacement runs.
+                let mut mutations: Vec<Mutation> = rows
+                    .iter()
+                    .filter(|r| r.presence == Presence::Evacuating)
+                    .map(delete)
+                    .collect();
+                mutations.push(Mutation::PutInstance {
+                    instance: evacuating,
+                    expect: Expect::Absent,
+                });
+                mutations.push(Mutation::PutInstance {
+                    instance: replacement,
+                    expect: Expect::Generation(row.generation),
+                });
+                state.commit(now, mutations).await?;
+                Ok(ReportResult::Ok)
+            }
+            // Claimed but not known to run: nothing routes to it, so there is nothing to
+            // keep serving; it is placed elsewhere at once, and the cell stops it.
+            Err(_) => match row.unclaim(now) {
+                Ok(next) => {
+                    let mutation = Mutation::PutInstance {
+                        instance: next,
+                        expect: Expect::Generation(row.generation),
+                    };
+                    state.commit(now, vec![mutation]).await?;
+                    Ok(stale(format!(
+                        "{lrp}/{index} was not running here; it is placed elsewhere"
+                    )))
+                }
+                Err(e) => Ok(stale(e.to_string())),
+            },
+        },
+        Presence::Evacuating => match ordinary.map(|o| o.state) {
+            // The commit that saw the replacement run deleted this copy already; a
+            // replacement that got there another way ends the handoff just the same.
+            Some(InstanceState::Running) => {
+                state.commit(now, vec![delete(row)]).await?;
+                Ok(stale(format!("the replacement of {lrp}/{index} runs")))
+            }
+            // Diego's rule: a replacement that crashed (and waits out its backoff)
+            // cannot take over, and the draining cell does not wait for it.
+            Some(InstanceState::Crashed) => {
+                state.commit(now, vec![delete(row)]).await?;
+                Ok(stale(format!("the replacement of {lrp}/{index} crashed")))
+            }
+            // Still being placed or starting (or about to be recreated by convergence).
+            _ => Ok(ReportResult::Ok),
+        },
+        // Its cell vanished for a while and is back: convergence promotes the copy back
+        // to ordinary, and the next resend hands it over. Until then, keep it.
+        Presence::Suspect => Ok(ReportResult::Ok),
+    }
+}
+
+/// The deletion of `row` as it was read.
+fn delete(row: &Instance) -> Mutation {
+    Mutation::DeleteInstance {
+        lrp: row.lrp.clone(),
+        index: row.index,
+        presence: row.presence,
+        expect: row.generation,
     }
 }
 
@@ -288,13 +413,7 @@ async fn delete_instance(
     row: &Instance,
     now: Timestamp,
 ) -> Result<ReportResult, ApiError> {
-    let mutation = Mutation::DeleteInstance {
-        lrp: row.lrp.clone(),
-        index: row.index,
-        presence: row.presence,
-        expect: row.generation,
-    };
-    state.commit(now, vec![mutation]).await?;
+    state.commit(now, vec![delete(row)]).await?;
     Ok(ReportResult::Ok)
 }
 

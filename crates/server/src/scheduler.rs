@@ -89,8 +89,16 @@ pub(crate) enum Outbox {
 pub(crate) type InstanceIds = Box<dyn FnMut() -> String + Send>;
 
 impl Outbox {
-    pub(crate) fn push() -> Result<Outbox, StoreError> {
+    /// Pushes work over HTTP, authenticated with the API token (cells accept work only
+    /// from a server that holds it).
+    pub(crate) fn push(token: &str) -> Result<Outbox, StoreError> {
+        let mut auth = reqwest::header::HeaderValue::from_str(&format!("Bearer {token}"))
+            .map_err(|e| StoreError::Unavailable(format!("the API token is not a header: {e}")))?;
+        auth.set_sensitive(true);
+        let headers =
+            reqwest::header::HeaderMap::from_iter([(reqwest::header::AUTHORIZATION, auth)]);
         reqwest::Client::builder()
+            .default_headers(headers)
             .timeout(PUSH_TIMEOUT)
             .build()
             .map(Outbox::Push)
@@ -117,8 +125,13 @@ impl std::fmt::Debug for Scheduler {
 /// Runs the scheduler until the store fails or the fence is lost (the leader loop then
 /// decides whether to start it again).
 pub(crate) async fn run(state: AppState, fence: Fence) -> Result<(), StoreError> {
-    let mut scheduler =
-        Scheduler::load(state.clone(), fence, Outbox::push()?, random_ids()).await?;
+    let mut scheduler = Scheduler::load(
+        state.clone(),
+        fence,
+        Outbox::push(&state.token)?,
+        random_ids(),
+    )
+    .await?;
     let mut wake = state.hub.subscribe();
     loop {
         scheduler.follow().await?;
@@ -300,10 +313,14 @@ impl Scheduler {
             }
             EventKind::PresenceCreated | EventKind::PresenceChanged => {
                 if let Some(record) = decode::<LockRecord>(event) {
-                    let new = cell_id(&record).is_some_and(|id| !self.cells.contains_key(&id));
+                    let view = |cells: &HashMap<Name, Cell>| {
+                        cell_id(&record).and_then(|id| cells.get(&id).map(CellView::from))
+                    };
+                    let before = view(&self.cells);
                     self.cell_seen(&record);
-                    if new {
-                        // More room: everything that did not fit gets another try.
+                    if view(&self.cells) != before {
+                        // A new cell, or one that grew, changed its attributes or stopped
+                        // draining: everything that did not fit gets another try.
                         self.retry_unplaced();
                     }
                 }
@@ -429,6 +446,8 @@ impl Scheduler {
         Some(held)
     }
 
+    /// A cell's presence, new or renewed with a changed value: its capacity, attributes,
+    /// or whether it is evacuating, which the snapshot's filters read.
     fn cell_seen(&mut self, record: &LockRecord) {
         if let Some(cell) = cells::decode(record) {
             self.snapshot.upsert_cell(CellView::from(&cell));

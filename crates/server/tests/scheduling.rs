@@ -1,7 +1,8 @@
 //! The leader's loops end to end: a real server on SQLite, and fake cells in the test
 //! that speak the cell protocol (heartbeats, work pushed to them, reports). Placement,
-//! crash restarts, replacement of a dead cell's instances, at-most-once tasks and
-//! unplaceable work are checked as a user of the API would see them.
+//! crash restarts, replacement of a dead cell's instances, a draining cell's handoff,
+//! at-most-once tasks and unplaceable work are checked as a user of the API would see
+//! them.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -25,6 +26,8 @@ struct Cluster {
     work: Mutex<mpsc::UnboundedReceiver<WorkItem>>,
     /// Per cell: whether it still sends heartbeats.
     alive: BTreeMap<&'static str, Arc<AtomicBool>>,
+    /// Per cell: whether its heartbeats say it is evacuating.
+    evacuating: BTreeMap<&'static str, Arc<AtomicBool>>,
     _dir: tempfile::TempDir,
 }
 
@@ -71,9 +74,12 @@ async fn cluster(cells: &[&'static str]) -> Cluster {
 
     let http = reqwest::Client::new();
     let mut alive = BTreeMap::new();
+    let mut evacuating = BTreeMap::new();
     for cell in cells {
         let flag = Arc::new(AtomicBool::new(true));
         alive.insert(*cell, flag.clone());
+        let draining = Arc::new(AtomicBool::new(false));
+        evacuating.insert(*cell, draining.clone());
         let (http, base, token, address) = (
             http.clone(),
             base.clone(),
@@ -87,6 +93,7 @@ async fn cluster(cells: &[&'static str]) -> Cluster {
                     "id": cell, "address": address, "zone": "z1",
                     "capacity": {"memory_mb": 4096, "disk_mb": 65536, "containers": 100},
                     "rootfs_providers": ["host", "busybox"],
+                    "evacuating": draining.load(Ordering::SeqCst),
                 }]});
                 let _ = http
                     .post(format!("{base}/v1/cells/heartbeat"))
@@ -104,6 +111,7 @@ async fn cluster(cells: &[&'static str]) -> Cluster {
         base,
         work: Mutex::new(rx),
         alive,
+        evacuating,
         _dir: dir,
     }
 }
@@ -298,6 +306,232 @@ async fn instances_are_placed_restarted_and_replaced() {
         },
     )
     .await;
+}
+
+/// The rows of an LRP, all presences.
+async fn rows(c: &Cluster, lrp: &str) -> Vec<Value> {
+    c.get(&format!("/v1/lrps/{lrp}/instances")).await["items"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
+fn row(rows: &[Value], index: u32, presence: &str) -> Option<Value> {
+    rows.iter()
+        .find(|r| r["index"] == index && r["presence"] == presence)
+        .cloned()
+}
+
+/// The cell and container of a `StartInstance`.
+fn started(item: &WorkItem) -> (String, String, u32, String) {
+    match item {
+        WorkItem::StartInstance {
+            cell,
+            lrp,
+            index,
+            instance_id,
+        } => (
+            cell.to_string(),
+            lrp.spec.name.to_string(),
+            *index,
+            instance_id.clone(),
+        ),
+        other => panic!("expected start_instance, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_draining_cell_keeps_each_instance_until_its_replacement_runs() {
+    let c = Arc::new(cluster(&["cell-a", "cell-b"]).await);
+    c.until("/v1/cells", "both cells", |b| {
+        b["items"].as_array().is_some_and(|a| a.len() == 2)
+    })
+    .await;
+    let (status, body) = c
+        .post("/v1/lrps", json!({"name": "web", "instances": 2, "ports": [8080], "action": {"run": {"path": "sleep", "args": ["1000"]}}}))
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let running = c.run_all(&c.work(2).await).await;
+    let on = |cell: &str| {
+        running
+            .iter()
+            .find(|s| s.0 == cell)
+            .cloned()
+            .unwrap_or_else(|| panic!("an instance on {cell}: {running:?}"))
+    };
+    let (_, _, index_a, id_a) = on("cell-a");
+    on("cell-b");
+    // Another LRP, whose instance on cell-a is claimed but never reported running.
+    let (status, body) = c
+        .post("/v1/lrps", json!({"name": "api", "instances": 2, "action": {"run": {"path": "sleep", "args": ["1000"]}}}))
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let claimed: Vec<_> = c.work(2).await.iter().map(started).collect();
+    let api_a = claimed
+        .iter()
+        .find(|s| s.0 == "cell-a")
+        .cloned()
+        .expect("an api instance on cell-a");
+    let api_b = claimed
+        .iter()
+        .find(|s| s.0 == "cell-b")
+        .cloned()
+        .expect("an api instance on cell-b");
+
+    // Watches that every index of web has a RUNNING copy at every moment it looks.
+    let watching = Arc::new(AtomicBool::new(true));
+    let watcher = {
+        let (c, watching) = (c.clone(), watching.clone());
+        tokio::spawn(async move {
+            let mut looks = 0u32;
+            while watching.load(Ordering::SeqCst) {
+                let rows = rows(&c, "web").await;
+                for index in 0..2u32 {
+                    assert!(
+                        rows.iter()
+                            .any(|r| r["index"] == index && r["state"] == "RUNNING"),
+                        "web/{index} had no running copy: {rows:#?}"
+                    );
+                }
+                looks += 1;
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            looks
+        })
+    };
+
+    // cell-a drains: its heartbeats say so, and new work goes to cell-b only, although
+    // cell-a holds less.
+    c.evacuating["cell-a"].store(true, Ordering::SeqCst);
+    c.until("/v1/cells", "cell-a evacuating", |b| {
+        b["items"].as_array().is_some_and(|a| {
+            a.iter()
+                .any(|c| c["id"] == "cell-a" && c["evacuating"] == true)
+        })
+    })
+    .await;
+    let (status, body) = c
+        .post("/v1/lrps", json!({"name": "late", "instances": 1, "action": {"run": {"path": "sleep", "args": ["1000"]}}}))
+        .await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(started(&c.work(1).await[0]).0, "cell-b");
+
+    // The claimed api instance is given back: placed on cell-b at once, not a crash.
+    let results = c
+        .report(json!([{"kind": "instance_evacuating_claimed", "cell": "cell-a", "lrp": "api", "index": api_a.2, "instance_id": api_a.3}]))
+        .await;
+    assert_eq!(results[0]["result"], "ok", "{results:?}");
+    let again = started(&c.work(1).await[0]);
+    assert_eq!((again.0.as_str(), again.2), ("cell-b", api_a.2));
+    assert_ne!(again.3, api_a.3);
+    let api = rows(&c, "api").await;
+    assert_eq!(row(&api, api_a.2, "ORDINARY").unwrap()["crash_count"], 0);
+    // Given back twice (a resent report): stale, the container goes either way.
+    let results = c
+        .report(json!([{"kind": "instance_evacuating_claimed", "cell": "cell-a", "lrp": "api", "index": api_a.2, "instance_id": api_a.3}]))
+        .await;
+    assert_eq!(results[0]["result"], "stale", "{results:?}");
+
+    // web's instance on cell-a asks for a replacement and is told to keep running: it
+    // stays routable as an EVACUATING copy while the replacement starts on cell-b.
+    let evacuate = json!([{"kind": "instance_evacuating", "cell": "cell-a", "lrp": "web", "index": index_a, "instance_id": id_a}]);
+    let results = c.report(evacuate.clone()).await;
+    assert_eq!(results[0]["result"], "ok", "{results:?}");
+    let replacement = c.work(1).await;
+    let (cell, _, index, _) = started(&replacement[0]);
+    assert_eq!((cell.as_str(), index), ("cell-b", index_a));
+    let web = rows(&c, "web").await;
+    let copy = row(&web, index_a, "EVACUATING").expect("an evacuating copy");
+    assert_eq!(
+        (
+            copy["state"].as_str(),
+            copy["key"]["instance_id"].as_str(),
+            copy["routable"].as_bool(),
+            copy["ports"][0]["host_port"].as_u64()
+        ),
+        (
+            Some("RUNNING"),
+            Some(id_a.as_str()),
+            Some(true),
+            Some(61000 + u64::from(index_a))
+        )
+    );
+    assert_eq!(
+        row(&web, index_a, "ORDINARY").unwrap()["state"],
+        "CLAIMED",
+        "{web:#?}"
+    );
+    // Asked again while the replacement starts: keep it, and nothing is written.
+    let results = c.report(evacuate.clone()).await;
+    assert_eq!(results[0]["result"], "ok", "{results:?}");
+    let web = rows(&c, "web").await;
+    assert_eq!(
+        row(&web, index_a, "EVACUATING").unwrap()["generation"],
+        copy["generation"]
+    );
+
+    // The replacement runs: the handoff is over. cell-a is told to stop its copy, and
+    // asking again is answered `stale`.
+    let replaced = c.run_all(&replacement).await;
+    let stop = c.work(1).await;
+    assert!(
+        matches!(&stop[0], WorkItem::StopInstance { cell, lrp, index, instance_id }
+            if cell.as_str() == "cell-a" && lrp.as_str() == "web" && *index == index_a && *instance_id == id_a),
+        "{stop:?}"
+    );
+    let results = c.report(evacuate).await;
+    assert_eq!(results[0]["result"], "stale", "{results:?}");
+    let results = c
+        .report(json!([{"kind": "instance_stopped", "cell": "cell-a", "lrp": "web", "index": index_a, "instance_id": id_a}]))
+        .await;
+    assert_eq!(results[0]["result"], "ok", "{results:?}");
+
+    // Readiness of a running instance: a change updates the row, the same report again
+    // writes nothing.
+    let (_, _, _, id) = replaced[0].clone();
+    let readiness = |routable: bool| {
+        json!([{"kind": "instance_running", "cell": "cell-b", "lrp": "web", "index": index_a, "instance_id": id,
+            "address": "127.0.0.1", "ports": [{"container_port": 8080, "host_port": 61000 + index_a}], "routable": routable}])
+    };
+    let generation = |rows: &[Value]| row(rows, index_a, "ORDINARY").unwrap()["generation"].clone();
+    let before = generation(&rows(&c, "web").await);
+    assert_eq!(c.report(readiness(true)).await[0]["result"], "ok");
+    assert_eq!(generation(&rows(&c, "web").await), before);
+    assert_eq!(c.report(readiness(false)).await[0]["result"], "ok");
+    let web = rows(&c, "web").await;
+    let unready = row(&web, index_a, "ORDINARY").unwrap();
+    assert_eq!(unready["routable"], false);
+    assert_eq!(unready["generation"], before.as_u64().unwrap() + 1);
+    assert_eq!(c.report(readiness(true)).await[0]["result"], "ok");
+
+    watching.store(false, Ordering::SeqCst);
+    let looks = watcher
+        .await
+        .expect("web always had a running copy of each index");
+    assert!(looks > 0);
+    // Both web instances run on cell-b, nothing is left on cell-a.
+    let web = rows(&c, "web").await;
+    assert_eq!(web.len(), 2, "{web:#?}");
+    assert!(
+        web.iter().all(|r| r["presence"] == "ORDINARY"
+            && r["state"] == "RUNNING"
+            && r["key"]["cell_id"] == "cell-b"),
+        "{web:#?}"
+    );
+
+    // A report to evacuate an instance the server does not know as running (claimed,
+    // here) is stale, and the instance is placed again.
+    let results = c
+        .report(json!([{"kind": "instance_evacuating", "cell": "cell-b", "lrp": "api", "index": api_b.2, "instance_id": api_b.3}]))
+        .await;
+    assert_eq!(results[0]["result"], "stale", "{results:?}");
+    let again = started(&c.work(1).await[0]);
+    assert_eq!((again.1.as_str(), again.2), ("api", api_b.2));
+    // And one about a container nobody knows is stale too, never an error.
+    let results = c
+        .report(json!([{"kind": "instance_evacuating", "cell": "cell-a", "lrp": "nope", "index": 0, "instance_id": "x"}]))
+        .await;
+    assert_eq!(results[0]["result"], "stale", "{results:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -617,6 +617,8 @@ impl Fleet {
                     }
                 }
                 Report::InstanceRunning { .. } => {}
+                // Simulated fleets do not drain, so they send neither.
+                Report::InstanceEvacuating { .. } | Report::InstanceEvacuatingClaimed { .. } => {}
             }
         }
     }
@@ -929,6 +931,7 @@ mod tests {
             placement_tags: strings(required),
             optional_placement_tags: strings(optional),
             attributes: Default::default(),
+            evacuating: false,
         }
     }
 

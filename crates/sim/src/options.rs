@@ -165,6 +165,7 @@ impl SimOptions {
                     placement_tags: self.placement_tags.clone(),
                     optional_placement_tags: Vec::new(),
                     attributes: BTreeMap::from([("simulated".to_owned(), "true".to_owned())]),
+                    evacuating: false,
                 })
             })
             .collect::<Result<_, _>>()?;

@@ -1,13 +1,18 @@
 //! The deterministic simulation: the real control plane (its API router, scheduler,
 //! converger and expiry sweep, see `server::SteppedControlPlane`) on the in-memory
 //! store, stepped tick by tick with a fake clock against simulated cells, with every
-//! random choice drawn from one seeded generator. Cells die and come back, containers
-//! crash, users scale LRPs and submit and cancel tasks; after every tick the safety
-//! rules are checked, and after a quiet period at the end, liveness:
+//! random choice drawn from one seeded generator. Cells die and come back, cells drain
+//! (evacuate) and exit, containers crash, users scale LRPs and submit and cancel tasks;
+//! after every tick the safety rules are checked, and after a quiet period at the end,
+//! liveness:
 //!
 //! - no cell is over-committed, by what the store assigns to it or what runs on it;
 //! - no LRP index runs in two containers at once (cells here die whole, so there is no
-//!   partition in which two copies may legitimately overlap);
+//!   partition in which two copies may legitimately overlap), except for the copy a
+//!   draining cell keeps until its replacement runs;
+//! - a draining cell stops a running instance it was told to keep only once another
+//!   copy of that index ran (or crashed, or the index was scaled away): a drain never
+//!   leaves an index without a running copy on its own;
 //! - no task runs twice;
 //! - once faults stop, every desired instance runs, unless its crash policy holds it
 //!   back, and every task completes.
@@ -50,6 +55,8 @@ pub struct WorldOptions {
     pub revive_chance: f64,
     /// Per tick: the chance that some running container crashes.
     pub crash_chance: f64,
+    /// Per tick: the chance that a cell starts to drain, when none is draining.
+    pub drain_chance: f64,
     /// Per tick: the chance of a user action (scale an LRP, submit or cancel a task).
     pub user_chance: f64,
 }
@@ -67,6 +74,7 @@ impl WorldOptions {
             kill_chance: 0.004,
             revive_chance: 0.01,
             crash_chance: 0.01,
+            drain_chance: 0.002,
             user_chance: 0.02,
         }
     }
@@ -108,12 +116,21 @@ pub struct WorldStats {
     pub tasks_run: u64,
     pub work_items: u64,
     pub user_actions: u64,
+    /// Cells that started to drain.
+    pub drains: u64,
+    /// Running containers a draining cell stopped after their replacement ran.
+    pub handoffs: u64,
 }
 
 const TOKEN: &str = "simulation";
 const HEARTBEAT_TICKS: u64 = 10;
 const RECONCILE_TICKS: u64 = 50;
 const CONVERGE_TICKS: u64 = 300;
+/// How often a draining cell asks about the instances it hands over.
+const EVACUATE_TICKS: u64 = 5;
+/// How long a drain waits for replacements before it stops what is left and exits
+/// (Diego's evacuation timeout, scaled down).
+const EVACUATION_TIMEOUT_TICKS: u64 = 600;
 const RECENT: usize = 40;
 
 struct Container {
@@ -121,6 +138,9 @@ struct Container {
     memory_mb: u64,
     ready_at: u64,
     running: bool,
+    /// The tick the server first told its draining cell to keep it while a replacement
+    /// starts.
+    evacuating_since: Option<u64>,
 }
 
 struct TaskRun {
@@ -129,8 +149,11 @@ struct TaskRun {
 }
 
 struct SimCell {
+    /// What its heartbeats announce; `cell.evacuating` while it drains.
     cell: Cell,
     alive: bool,
+    /// The tick its drain started.
+    draining_since: Option<u64>,
     containers: BTreeMap<(Name, u32), Container>,
     tasks: BTreeMap<Name, TaskRun>,
 }
@@ -145,6 +168,9 @@ struct World {
     cells: BTreeMap<Name, SimCell>,
     lrps: BTreeMap<Name, Lrp>,
     task_runs: BTreeMap<Name, u32>,
+    /// The last tick each index was accepted RUNNING on a cell that is not draining, or
+    /// crashed, or was scaled away: what allows a draining cell to stop its copy.
+    replaced_at: BTreeMap<(Name, u32), u64>,
     tick: u64,
     next_task: u32,
     recent: Vec<String>,
@@ -198,6 +224,7 @@ impl World {
             cells: BTreeMap::new(),
             lrps: BTreeMap::new(),
             task_runs: BTreeMap::new(),
+            replaced_at: BTreeMap::new(),
             tick: 0,
             next_task: 0,
             recent: Vec::new(),
@@ -228,12 +255,14 @@ impl World {
                 placement_tags: Vec::new(),
                 optional_placement_tags: Vec::new(),
                 attributes: BTreeMap::new(),
+                evacuating: false,
             };
             self.cells.insert(
                 id,
                 SimCell {
                     cell,
                     alive: true,
+                    draining_since: None,
                     containers: BTreeMap::new(),
                     tasks: BTreeMap::new(),
                 },
@@ -293,21 +322,46 @@ impl World {
         if self.tick.is_multiple_of(RECONCILE_TICKS) {
             self.reconcile().await?;
         }
-        self.progress().await
+        self.progress().await?;
+        if self.tick.is_multiple_of(EVACUATE_TICKS) {
+            self.evacuate().await?;
+        }
+        Ok(())
     }
 
     async fn faults(&mut self) -> Result<(), String> {
         let ids: Vec<Name> = self.cells.keys().cloned().collect();
-        let alive = self.cells.values().filter(|c| c.alive).count();
-        if alive > 2 && self.rng.chance(self.options.kill_chance) {
+        // Cells that take work: at least two are left after a kill or a drain.
+        let serving = |cells: &BTreeMap<Name, SimCell>| {
+            cells
+                .values()
+                .filter(|c| c.alive && c.draining_since.is_none())
+                .count()
+        };
+        if serving(&self.cells) > 2 && self.rng.chance(self.options.kill_chance) {
             let live: Vec<&Name> = ids.iter().filter(|id| self.cells[*id].alive).collect();
             let victim = live[self.rng.up_to(live.len() as u64 - 1) as usize].clone();
             let cell = self.cells.get_mut(&victim).expect("a listed cell");
             cell.alive = false;
+            cell.draining_since = None;
+            cell.cell.evacuating = false;
             cell.containers.clear();
             cell.tasks.clear();
             self.stats.kills += 1;
             self.note(format!("killed {victim}"));
+        }
+        let draining = self.cells.values().any(|c| c.draining_since.is_some());
+        if !draining && serving(&self.cells) > 2 && self.rng.chance(self.options.drain_chance) {
+            let live: Vec<&Name> = ids.iter().filter(|id| self.cells[*id].alive).collect();
+            let cell = live[self.rng.up_to(live.len() as u64 - 1) as usize].clone();
+            let c = self.cells.get_mut(&cell).expect("a listed cell");
+            c.draining_since = Some(self.tick);
+            c.cell.evacuating = true;
+            let held = c.containers.len();
+            self.stats.drains += 1;
+            self.note(format!("{cell} drains, holding {held} instances"));
+            // As a cell agent does: announce it at once, so nothing more is placed here.
+            self.heartbeat().await?;
         }
         if self.rng.chance(self.options.revive_chance) {
             let dead: Vec<&Name> = ids.iter().filter(|id| !self.cells[*id].alive).collect();
@@ -341,6 +395,7 @@ impl World {
                     .expect("a listed container");
                 self.stats.crashes += 1;
                 self.note(format!("{}/{} crashed on {cell}", key.0, key.1));
+                self.replaced_at.insert(key.clone(), self.tick);
                 let report = Report::InstanceCrashed {
                     cell,
                     lrp: key.0,
@@ -366,6 +421,9 @@ impl World {
                     .call(Method::PATCH, &format!("/v1/lrps/{lrp}"), Some(&body))
                     .await?;
                 self.note(format!("scaled {lrp} to {instances}"));
+                for index in updated.spec.instances..self.options.max_instances {
+                    self.replaced_at.insert((lrp.clone(), index), self.tick);
+                }
                 self.lrps.insert(lrp, updated);
             }
             1 => {
@@ -409,6 +467,7 @@ impl World {
     /// would be on the network.
     async fn deliver(&mut self, work: Vec<WorkItem>) -> Result<(), String> {
         let mut starts = Vec::new();
+        let mut released = Vec::new();
         for item in work {
             match item {
                 WorkItem::StartInstance {
@@ -422,6 +481,22 @@ impl World {
                         continue;
                     };
                     let key = (lrp.spec.name.clone(), index);
+                    if c.draining_since.is_some() {
+                        // Placed before the server heard of the drain: given back.
+                        let held = c
+                            .containers
+                            .get(&key)
+                            .is_some_and(|k| k.instance_id == instance_id);
+                        if !held {
+                            released.push(Report::InstanceEvacuatingClaimed {
+                                cell,
+                                lrp: key.0,
+                                index,
+                                instance_id,
+                            });
+                        }
+                        continue;
+                    }
                     if c.containers
                         .get(&key)
                         .is_some_and(|k| k.instance_id == instance_id)
@@ -435,6 +510,7 @@ impl World {
                             memory_mb: lrp.spec.resources.memory_mb,
                             ready_at,
                             running: false,
+                            evacuating_since: None,
                         },
                     );
                 }
@@ -444,14 +520,15 @@ impl World {
                     index,
                     instance_id,
                 } => {
-                    let Some(c) = self.cells.get_mut(&cell).filter(|c| c.alive) else {
+                    let Some(c) = self.cells.get(&cell).filter(|c| c.alive) else {
                         continue;
                     };
+                    let key = (lrp, index);
                     if c.containers
-                        .get(&(lrp.clone(), index))
+                        .get(&key)
                         .is_some_and(|k| k.instance_id == instance_id)
                     {
-                        c.containers.remove(&(lrp, index));
+                        self.drop_container(&cell, &key, "told to stop")?;
                     }
                 }
                 WorkItem::StartTask { cell, task } => {
@@ -471,7 +548,111 @@ impl World {
                 WorkItem::KeepInstance { .. } => {}
             }
         }
+        if !released.is_empty() {
+            self.report(released).await?;
+        }
         self.start_tasks(starts).await
+    }
+
+    /// Each draining cell gives back what it has not started, asks for a replacement of
+    /// each running instance and stops those the server no longer needs, and exits when
+    /// it holds nothing (or its time is up).
+    async fn evacuate(&mut self) -> Result<(), String> {
+        let draining: Vec<(Name, u64)> = self
+            .cells
+            .iter()
+            .filter(|(_, c)| c.alive)
+            .filter_map(|(id, c)| c.draining_since.map(|since| (id.clone(), since)))
+            .collect();
+        for (id, since) in draining {
+            let cell = &self.cells[&id];
+            if self.tick >= since + EVACUATION_TIMEOUT_TICKS {
+                let left = cell.containers.len();
+                self.note(format!(
+                    "{id} stopped {left} instances at its evacuation timeout"
+                ));
+                let cell = self.cells.get_mut(&id).expect("a listed cell");
+                cell.containers.clear();
+            }
+            let cell = &self.cells[&id];
+            let mut reports = Vec::new();
+            let mut keys = Vec::new();
+            for (key, container) in &cell.containers {
+                let (lrp, index, instance_id) =
+                    (key.0.clone(), key.1, container.instance_id.clone());
+                reports.push(if container.running {
+                    Report::InstanceEvacuating {
+                        cell: id.clone(),
+                        lrp,
+                        index,
+                        instance_id,
+                    }
+                } else {
+                    Report::InstanceEvacuatingClaimed {
+                        cell: id.clone(),
+                        lrp,
+                        index,
+                        instance_id,
+                    }
+                });
+                keys.push(key.clone());
+            }
+            if !reports.is_empty() {
+                let results = self.report(reports.clone()).await?;
+                for ((report, key), result) in reports.iter().zip(keys).zip(results) {
+                    match (report, result) {
+                        (Report::InstanceEvacuating { .. }, ReportResult::Ok) => {
+                            let container = self
+                                .cells
+                                .get_mut(&id)
+                                .and_then(|c| c.containers.get_mut(&key))
+                                .expect("a container just listed");
+                            container.evacuating_since.get_or_insert(self.tick);
+                        }
+                        (Report::InstanceEvacuating { .. }, ReportResult::Stale { message }) => {
+                            self.drop_container(&id, &key, &message)?;
+                        }
+                        _ => {
+                            self.cells
+                                .get_mut(&id)
+                                .expect("a listed cell")
+                                .containers
+                                .remove(&key);
+                        }
+                    }
+                }
+            }
+            let cell = self.cells.get_mut(&id).expect("a listed cell");
+            if cell.containers.is_empty() && cell.tasks.is_empty() {
+                cell.alive = false;
+                cell.draining_since = None;
+                cell.cell.evacuating = false;
+                self.note(format!("{id} drained and exited"));
+            }
+        }
+        Ok(())
+    }
+
+    /// A live cell stops a container the server no longer wants there. A copy its
+    /// draining cell was told to keep may only go once the index was replaced.
+    fn drop_container(&mut self, cell: &Name, key: &(Name, u32), why: &str) -> Result<(), String> {
+        let c = self.cells.get_mut(cell).expect("a listed cell");
+        let Some(container) = c.containers.remove(key) else {
+            return Ok(());
+        };
+        let Some(since) = container.evacuating_since else {
+            return Ok(());
+        };
+        let replaced = self.replaced_at.get(key).is_some_and(|at| *at >= since);
+        if !replaced {
+            return Err(format!(
+                "{}/{} on draining {cell} was stopped ({why}) before any replacement ran",
+                key.0, key.1
+            ));
+        }
+        self.stats.handoffs += 1;
+        self.note(format!("{}/{} handed over by {cell}: {why}", key.0, key.1));
+        Ok(())
     }
 
     /// Asks to start each task and runs only those the server let through.
@@ -551,6 +732,16 @@ impl World {
         }
         let results = self.report(reports.clone()).await?;
         for (report, result) in reports.iter().zip(results) {
+            if let (
+                Report::InstanceRunning {
+                    cell, lrp, index, ..
+                },
+                ReportResult::Ok,
+            ) = (report, &result)
+                && self.cells[cell].draining_since.is_none()
+            {
+                self.replaced_at.insert((lrp.clone(), *index), self.tick);
+            }
             if let (
                 Report::InstanceRunning {
                     cell, lrp, index, ..
@@ -635,6 +826,7 @@ impl World {
             }
             let cell = self.cells.get_mut(&id).expect("a listed cell");
             cell.containers.retain(|key, _| assigned.contains(key));
+            // On a draining cell, `deliver` gives the missing ones back instead.
             self.deliver(missing).await?;
             if !lost_tasks.is_empty() {
                 let reports = lost_tasks
@@ -676,7 +868,8 @@ impl World {
                 ));
             }
             for (key, container) in &cell.containers {
-                if container.running {
+                // A copy kept by a draining cell overlaps with its replacement.
+                if container.running && container.evacuating_since.is_none() {
                     copies.entry(key.clone()).or_default().push(id);
                 }
             }

@@ -68,7 +68,8 @@ impl Fake {
     fn apply(&mut self, report: &Report) {
         match report {
             Report::InstanceCrashed { instance_id, .. }
-            | Report::InstanceStopped { instance_id, .. } => self.unassign(instance_id),
+            | Report::InstanceStopped { instance_id, .. }
+            | Report::InstanceEvacuatingClaimed { instance_id, .. } => self.unassign(instance_id),
             Report::TaskCompleted { id, .. } | Report::TaskRejected { id, .. } => {
                 self.unassign(id.as_str());
             }
@@ -81,7 +82,7 @@ impl Fake {
                     }
                 }
             }
-            Report::InstanceRunning { .. } => {}
+            Report::InstanceRunning { .. } | Report::InstanceEvacuating { .. } => {}
         }
     }
 }
@@ -265,7 +266,9 @@ fn subject_of(report: &Report) -> &str {
     match report {
         Report::InstanceRunning { instance_id, .. }
         | Report::InstanceCrashed { instance_id, .. }
-        | Report::InstanceStopped { instance_id, .. } => instance_id,
+        | Report::InstanceStopped { instance_id, .. }
+        | Report::InstanceEvacuating { instance_id, .. }
+        | Report::InstanceEvacuatingClaimed { instance_id, .. } => instance_id,
         Report::TaskStarted { id, .. }
         | Report::TaskCompleted { id, .. }
         | Report::TaskRejected { id, .. } => id.as_str(),
@@ -359,6 +362,8 @@ fn kinds_about(fake: &Fake, subject: &str) -> Vec<&'static str> {
             Report::InstanceRunning { .. } => "running",
             Report::InstanceCrashed { .. } => "crashed",
             Report::InstanceStopped { .. } => "stopped",
+            Report::InstanceEvacuating { .. } => "evacuating",
+            Report::InstanceEvacuatingClaimed { .. } => "evacuating_claimed",
             Report::TaskStarted { .. } => "task_started",
             Report::TaskCompleted { .. } => "task_completed",
             Report::TaskRejected { .. } => "task_rejected",

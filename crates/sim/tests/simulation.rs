@@ -45,6 +45,8 @@ fn safety_and_liveness_hold_over_many_seeds() {
                 totals.kills += stats.kills;
                 totals.tasks_run += stats.tasks_run;
                 totals.user_actions += stats.user_actions;
+                totals.drains += stats.drains;
+                totals.handoffs += stats.handoffs;
             }
             Err(violation) => panic!("{violation}"),
         }
@@ -52,7 +54,12 @@ fn safety_and_liveness_hold_over_many_seeds() {
     println!("{totals:?}");
     // The runs must have exercised what they check.
     assert!(
-        totals.starts > 0 && totals.crashes > 0 && totals.kills > 0 && totals.tasks_run > 0,
+        totals.starts > 0
+            && totals.crashes > 0
+            && totals.kills > 0
+            && totals.tasks_run > 0
+            && totals.drains > 0
+            && totals.handoffs > 0,
         "{totals:?}"
     );
 }

@@ -8,6 +8,8 @@
 //!   same cells and work.
 //! - `corral bench failover`: a cell killed with SIGKILL; how long until the server
 //!   notices and until its instances run elsewhere.
+//! - `corral bench start`: a real cell's containers from desired to RUNNING, one at a
+//!   time and all at once, against the runtime helper alone for the same container.
 
 mod failover;
 mod machine;
@@ -16,6 +18,7 @@ mod pure;
 mod schedule;
 mod serve;
 mod server_child;
+mod start;
 mod stats;
 
 use std::path::PathBuf;
@@ -24,6 +27,7 @@ use anyhow::Result;
 use clap::{Args, Subcommand, ValueEnum};
 
 pub use serve::ServeArgs;
+pub use start::StartArgs;
 
 #[derive(Debug, Subcommand)]
 pub enum BenchCommand {
@@ -33,6 +37,9 @@ pub enum BenchCommand {
     /// Kill a simulated cell with SIGKILL and time its detection and the replacement
     /// of its instances
     Failover(FailoverArgs),
+    /// Start containers on a real cell and time desired -> RUNNING, against the runtime
+    /// helper alone for the same container
+    Start(StartArgs),
     /// A server for a benchmark, controlled through stdin (used by the benchmarks)
     #[command(hide = true)]
     Serve(ServeArgs),
@@ -129,6 +136,7 @@ pub async fn run(command: &BenchCommand) -> Result<()> {
     match command {
         BenchCommand::Schedule(args) => schedule::run(args).await,
         BenchCommand::Failover(args) => failover::run(args).await,
+        BenchCommand::Start(args) => start::run(args).await,
         BenchCommand::Serve(args) => serve::run(args).await,
     }
 }

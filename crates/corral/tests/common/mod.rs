@@ -137,6 +137,18 @@ impl Daemon {
             .unwrap_or_else(|e| panic!("wait for {}: {e}", self.name));
     }
 
+    /// The exit status, if the process has exited.
+    pub fn try_exit(&mut self) -> Option<ExitStatus> {
+        self.child.try_wait().expect("try_wait")
+    }
+
+    /// Waits until the process's stderr holds `needle`.
+    pub fn wait_for_log(&self, what: &str, needle: &str) {
+        poll_for(what, START_DEADLINE, || {
+            self.log().contains(needle).then_some(())
+        });
+    }
+
     pub fn log(&self) -> String {
         self.stderr
             .lock()
@@ -166,9 +178,18 @@ pub struct Dev {
 }
 
 impl Dev {
-    /// Starts `corral dev` on a free port and waits until it prints its API address.
+    /// Starts `corral dev --no-cell` on a free port and waits until it prints its API
+    /// address.
     pub fn start(home: &Path) -> Dev {
-        let mut process = Daemon::start(home, &["dev", "--listen", "127.0.0.1:0"]);
+        Dev::start_with(home, &["--no-cell"])
+    }
+
+    /// Starts `corral dev ARGS` on a free port and waits until it prints its API
+    /// address.
+    pub fn start_with(home: &Path, args: &[&str]) -> Dev {
+        let mut all = vec!["dev", "--listen", "127.0.0.1:0"];
+        all.extend_from_slice(args);
+        let mut process = Daemon::start(home, &all);
         let api = process.wait_for_line("API address", |line| {
             let line = line.trim_start();
             line.strip_prefix("API")

@@ -4,6 +4,7 @@
 //!
 //! ```text
 //! cell a zone=z1 mem=1024 disk=4096 containers=10 rootfs=host,docker tags=gpu optional=ssd drivers=nfs
+//! cell b evacuating                # draining: takes no new work
 //! lrp web/0 mem=128 disk=0 rootfs=preloaded:host tags=gpu drivers=nfs
 //! task t1 mem=64 rootfs=docker://x/y
 //! add a lrp web/0                  # runs on a (`add a starting lrp web/0`: starting)
@@ -182,8 +183,16 @@ fn parse_cell(args: &[&str]) -> CellView {
         placement_tags: Vec::new(),
         optional_placement_tags: Vec::new(),
         volume_drivers: Vec::new(),
+        evacuating: false,
     };
-    for (key, value) in pairs(args) {
+    let (flags, args): (Vec<&str>, Vec<&str>) = args.iter().partition(|arg| !arg.contains('='));
+    for flag in flags {
+        match flag {
+            "evacuating" => view.evacuating = true,
+            _ => panic!("unknown cell flag {flag:?}"),
+        }
+    }
+    for (key, value) in pairs(&args) {
         match key {
             "zone" => view.zone = value.to_owned(),
             "mem" => view.total.memory_mb = number(value),

@@ -54,7 +54,8 @@ impl NaiveCell {
     }
 }
 
-/// How far a cell gets through the filters: 0 rootfs, 1 drivers, 2 tags, 3 passes.
+/// How far a cell gets through the filters: 0 rootfs, 1 drivers, 2 tags, 3 evacuating,
+/// 4 passes.
 pub(super) fn stage(cell: &CellView, work: &Work) -> u8 {
     if !cell
         .rootfs_providers
@@ -81,8 +82,14 @@ pub(super) fn stage(cell: &CellView, work: &Work) -> u8 {
     if !(required_carried && carried_allowed) {
         return 2;
     }
-    3
+    if cell.evacuating {
+        return 3;
+    }
+    PASS
 }
+
+/// The stage of a cell that passes every filter.
+pub(super) const PASS: u8 = 4;
 
 impl Naive {
     fn find(&mut self, id: &Name) -> Option<&mut NaiveCell> {
@@ -100,7 +107,7 @@ impl Naive {
             .max()
             .unwrap_or(0);
         let candidates: Vec<usize> = (0..self.cells.len())
-            .filter(|&i| stage(&self.cells[i].view, work) == 3)
+            .filter(|&i| stage(&self.cells[i].view, work) == PASS)
             .collect();
         match furthest {
             0 => {
@@ -118,6 +125,7 @@ impl Naive {
                     tags: work.placement_tags.clone(),
                 });
             }
+            3 => return Err(Unplaced::AllEvacuating),
             _ => {}
         }
         // Tiers of zones: for a task one tier of every cell, for an LRP the candidates

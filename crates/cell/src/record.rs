@@ -1,0 +1,129 @@
+//! What the agent writes down about each container, so that an agent started after a
+//! crash knows what the containers it finds in the runtime helper are.
+
+use std::path::{Path, PathBuf};
+
+use model::{Lrp, Task};
+use runtime::{ContainerInfo, ProcessId};
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct Record {
+    pub(crate) work: Kind,
+    /// Set once the container exists.
+    #[serde(default)]
+    pub(crate) info: Option<ContainerInfo>,
+    /// Processes of the main action (not setup): the instance lives while they do.
+    #[serde(default)]
+    pub(crate) processes: Vec<ProcessId>,
+    /// The instance passed its startup and was reported RUNNING.
+    #[serde(default)]
+    pub(crate) running: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub(crate) enum Kind {
+    Instance {
+        lrp: Box<Lrp>,
+        index: u32,
+        instance_id: String,
+    },
+    Task {
+        task: Box<Task>,
+    },
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct Records {
+    dir: PathBuf,
+}
+
+impl Records {
+    pub(crate) fn new(dir: &Path) -> anyhow::Result<Records> {
+        std::fs::create_dir_all(dir)?;
+        Ok(Records {
+            dir: dir.to_path_buf(),
+        })
+    }
+
+    fn path(&self, container: &str) -> PathBuf {
+        self.dir.join(format!("{container}.json"))
+    }
+
+    /// Writes through a temporary file and a rename, so a crash never leaves half a
+    /// record.
+    pub(crate) fn save(&self, container: &str, record: &Record) {
+        let path = self.path(container);
+        let partial = path.with_extension("partial");
+        let bytes = serde_json::to_vec(record).expect("records always serialise");
+        let written =
+            std::fs::write(&partial, bytes).and_then(|()| std::fs::rename(&partial, &path));
+        if let Err(e) = written {
+            tracing::warn!(%container, "could not write the container's record: {e}");
+        }
+    }
+
+    pub(crate) fn load(&self, container: &str) -> Option<Record> {
+        let bytes = std::fs::read(self.path(container)).ok()?;
+        serde_json::from_slice(&bytes).ok()
+    }
+
+    pub(crate) fn remove(&self, container: &str) {
+        let _ = std::fs::remove_file(self.path(container));
+    }
+
+    /// Containers with a record but which the runtime no longer holds.
+    pub(crate) fn all(&self) -> Vec<String> {
+        let Ok(entries) = std::fs::read_dir(&self.dir) else {
+            return Vec::new();
+        };
+        entries
+            .flatten()
+            .filter_map(|e| {
+                e.file_name()
+                    .to_str()
+                    .and_then(|n| n.strip_suffix(".json"))
+                    .map(str::to_owned)
+            })
+            .collect()
+    }
+}
+
+/// The container id for a task: task names may hold `_` and capitals, container ids may
+/// not, so the name is folded and a hash keeps distinct names distinct.
+pub(crate) fn task_container(id: &str) -> String {
+    let folded: String = id
+        .chars()
+        .take(40)
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    // FNV-1a: stable across versions, unlike the standard library's hasher.
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in id.bytes() {
+        hash ^= u64::from(b);
+        hash = hash.wrapping_mul(0x100_0000_01b3);
+    }
+    format!("task-{folded}-{:08x}", hash as u32)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn task_containers_are_valid_and_distinct() {
+        let a = task_container("Build_1");
+        let b = task_container("build-1");
+        assert_ne!(a, b);
+        for id in [&a, &b, &task_container(&"x".repeat(128))] {
+            runtime::check_container_id(id).unwrap();
+        }
+    }
+}
