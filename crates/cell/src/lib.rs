@@ -9,6 +9,8 @@
 mod actions;
 mod agent;
 mod checks;
+#[cfg(test)]
+mod fake;
 mod http;
 mod record;
 mod reporter;

@@ -135,8 +135,8 @@ Corral dev is running: {what}.
   cell      dev-cell, {backend}
 
 Next, in another terminal:
-  corral create web --instances 3 -- sleep 1000
-  corral status web
+  corral create web -i 3 -p 8080 -- sh -c 'exec python3 -m http.server $PORT'
+  corral status web     (ADDRESS is each instance's host port: curl it)
 
 Stop with Ctrl-C.
 ",

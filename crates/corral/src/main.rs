@@ -30,7 +30,8 @@ fn main() -> ExitCode {
         // The runtime helper forks (libcontainer): it must run before any thread or
         // async runtime exists.
         Command::CellHelper(args) => {
-            init_logging("info");
+            // libcontainer's cgroup code warns about absent controllers on every create.
+            init_logging("info,libcgroups=error,libcontainer=warn");
             cell_cmd::helper(args)
         }
         _ => tokio::runtime::Builder::new_multi_thread()

@@ -771,6 +771,20 @@ fn linux_agent_restart_readopts_containers() {
     poll_for("the containers to be destroyed", RUN_DEADLINE, || {
         (httpds() == 0 && traces(&state).is_empty()).then_some(())
     });
+    // A cell that leaves removes its bridge and firewall table too.
     cell.stop();
+    let bridge = bridge_of(&state);
+    poll("the cell's bridge and table to go", || {
+        let links = Command::new("ip")
+            .args(["link", "show", &bridge])
+            .output()
+            .expect("ip");
+        let tables = Command::new("nft")
+            .args(["list", "tables"])
+            .output()
+            .expect("nft");
+        (!links.status.success() && !String::from_utf8_lossy(&tables.stdout).contains(&bridge))
+            .then_some(())
+    });
     dev.stop();
 }

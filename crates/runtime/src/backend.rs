@@ -64,6 +64,12 @@ pub trait Backend {
     /// since it was made (0 where the backend cannot tell).
     fn oom_kills(&mut self, container: &ContainerId) -> u64;
 
+    /// The cell is going out of service: destroy every container and remove what the
+    /// backend set up for the cell itself (a bridge, firewall tables, a parent cgroup).
+    fn teardown(&mut self) -> anyhow::Result<()> {
+        Ok(())
+    }
+
     /// Ids of containers a previous helper left in `state_dir` (it died; their processes
     /// are not our children, so they cannot be watched): the loop destroys them.
     fn leftovers(&mut self, state_dir: &Path) -> Vec<ContainerId>;

@@ -221,6 +221,10 @@ impl Helper {
                 }
             }
         }
+        // Nothing is left for this cell: remove what the backend made for it.
+        if let Err(e) = self.backend.teardown() {
+            warn!("tearing the cell's runtime down: {e:#}");
+        }
         // Flush the last replies (the Shutdown answer) before exiting.
         for client in self.clients.values_mut() {
             let _ = client.stream.set_nonblocking(false);

@@ -3,8 +3,9 @@
 //!
 //! These tests need root, overlayfs, cgroups, `nft` (Debian package nftables) and
 //! `/bin/busybox` (busybox-static); without root they are skipped. libcontainer forks
-//! the caller, so run them one test per process, as `cargo nextest run` does; each test
-//! has its own bridge, subnet, port range and state directory, so they may run at once.
+//! the caller and changes its working directory, so tests sharing a process take turns;
+//! `cargo nextest run` gives each its own process, and as each test has its own bridge,
+//! subnet, port range and state directory, they run at once.
 
 use std::collections::BTreeSet;
 use std::io::{Read, Write};
@@ -161,7 +162,7 @@ impl Cell {
 
 impl Drop for Cell {
     fn drop(&mut self) {
-        if let Some(backend) = self.backend.take()
+        if let Some(mut backend) = self.backend.take()
             && let Err(e) = backend.teardown()
         {
             eprintln!("tearing down the test cell: {e:#}");
@@ -337,13 +338,13 @@ fn echo_runs_with_the_containers_environment() {
     let out = cell
         .sh(
             &info,
-            "echo $GREETING $PORT $CF_INSTANCE_IP $(hostname) $HOME $PATH",
+            "echo $GREETING $PORT $MEMORY_LIMIT $CF_INSTANCE_IP $(hostname) $HOME $PATH",
         )
         .expect_ok();
     assert_eq!(
         out.stdout.trim(),
         format!(
-            "hello 8080 {} echo-host /root /usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+            "hello 8080 256m {} echo-host /root /usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
             info.address
         )
     );
@@ -408,6 +409,29 @@ fn ps_sees_only_the_containers_processes() {
     let Some(mut cell) = Cell::new(2) else { return };
     let spec = cell.spec("ps");
     let (info, _init) = cell.create(&spec);
+    // The container's own cgroups are mounted, read-only, with its limits ...
+    let out = cell
+        .sh(
+            &info,
+            "cat /sys/fs/cgroup/pids/pids.max /sys/fs/cgroup/pids.max 2>/dev/null; \
+             mkdir /sys/fs/cgroup/pids/x 2>/dev/null || mkdir /sys/fs/cgroup/x 2>/dev/null \
+             || echo read-only",
+        )
+        .expect_ok();
+    assert_eq!(out.stdout, "256\nread-only\n", "{out:?}");
+    let out = cell
+        .sh(
+            &info,
+            "echo -1 > /sys/fs/cgroup/memory/memory.limit_in_bytes || echo refused",
+        )
+        .expect_ok();
+    assert!(out.stdout.ends_with("refused\n"), "{out:?}");
+    // ... and only its own: the cgroup namespace roots them at /.
+    let out = cell
+        .run(&info, process("cat", &["/proc/self/cgroup"]))
+        .expect_ok();
+    assert!(!out.stdout.contains("corral"), "{}", out.stdout);
+
     let out = cell
         .run(&info, process("ps", &["-o", "pid,comm"]))
         .expect_ok();
@@ -717,6 +741,41 @@ fn a_later_helper_finds_and_removes_leftovers() {
         assert!(!dir.exists(), "{} is left", dir.display());
     }
     assert!(cell.backend().leftovers(&config.state_dir).is_empty());
+}
+
+#[test]
+fn layers_stack_bottom_first_and_their_devices_are_inert() {
+    let _serial = serial();
+    let Some(mut cell) = Cell::new(13) else {
+        return;
+    };
+    let top = cell.state_dir.parent().unwrap().join("top-layer");
+    std::fs::create_dir_all(top.join("etc")).unwrap();
+    std::fs::write(top.join("etc/motd"), "from the top layer\n").unwrap();
+    // A device node shipped in an image layer must not give access to the device.
+    nix::sys::stat::mknod(
+        &top.join("null-device"),
+        nix::sys::stat::SFlag::S_IFCHR,
+        nix::sys::stat::Mode::from_bits_truncate(0o666),
+        nix::sys::stat::makedev(1, 3),
+    )
+    .unwrap();
+    let mut spec = cell.spec("layers");
+    spec.rootfs = RootfsSpec::Layers {
+        lower: vec![cell.stack.clone(), top.clone()],
+    };
+    let (info, _) = cell.create(&spec);
+    let out = cell
+        .sh(
+            &info,
+            "cat /etc/motd; ls /bin/sh; cat /null-device || echo denied",
+        )
+        .expect_ok();
+    assert_eq!(
+        out.stdout, "from the top layer\n/bin/sh\ndenied\n",
+        "{out:?}"
+    );
+    cell.backend().destroy(&info.id).expect("destroy");
 }
 
 #[test]

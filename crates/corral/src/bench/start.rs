@@ -165,15 +165,9 @@ pub async fn run(args: &StartArgs) -> Result<()> {
         rootfs,
         instances: args.instances,
     };
-    let measured = bench.measure().await;
-
-    runner.abort();
-    if let Err(e) = cell.runtime.shutdown().await {
-        eprintln!("Could not stop the cell's containers: {e:#}");
-    }
-    server.shutdown().await.context("shut the server down")?;
-    let figures = match measured {
-        Ok(figures) => figures,
+    // Reported before the cell stops: its agent logs the runtime helper's going.
+    let reported = match bench.measure().await {
+        Ok(figures) => report(args, &machine, &command, backend, rootfs, &figures),
         Err(e) => {
             // Keep the cell's files (the runtime helper's log among them) to look into.
             let kept = dir.keep();
@@ -184,10 +178,16 @@ pub async fn run(args: &StartArgs) -> Result<()> {
                     .1
                     .display()
             );
-            return Err(e);
+            Err(e)
         }
     };
-    report(args, &machine, &command, backend, rootfs, &figures)
+
+    runner.abort();
+    if let Err(e) = cell.runtime.shutdown().await {
+        eprintln!("Could not stop the cell's containers: {e:#}");
+    }
+    server.shutdown().await.context("shut the server down")?;
+    reported
 }
 
 fn command(args: &StartArgs) -> String {
@@ -236,11 +236,7 @@ impl Bench {
         until_no_containers(helper).await?;
 
         let mut figures = Figures::default();
-        if std::env::var_os("EXPERIMENT_HELPER_FIRST").is_some() {
-            let (_, start) = self.helper_alone(helper).await?;
-            println!("helper alone before: p50 {}", ms(percentile(&sorted(&start), 50.0)));
-        }
-        self.one_at_a_time(seen, helper, &mut figures).await?;
+        self.one_at_a_time(seen, &mut figures).await?;
         until_no_containers(helper).await?;
         self.at_once(seen, &mut figures).await?;
         until_no_containers(helper).await?;
@@ -254,7 +250,7 @@ impl Bench {
     }
 
     /// N LRPs of one instance, each deleted (without waiting) once it runs.
-    async fn one_at_a_time(&self, seen: &mut Seen, helper: &HelperClient, figures: &mut Figures) -> Result<()> {
+    async fn one_at_a_time(&self, seen: &mut Seen, figures: &mut Figures) -> Result<()> {
         for i in 0..self.instances {
             let name = format!("seq-{i}");
             let asked = Instant::now();
@@ -271,9 +267,6 @@ impl Bench {
                 .delete_lrp(&name)
                 .await
                 .with_context(|| format!("delete LRP {name}"))?;
-            if std::env::var_os("EXPERIMENT_WAIT").is_some() {
-                until_no_containers(helper).await?;
-            }
         }
         println!(
             "one at a time: {} started, p50 {} ms",
@@ -692,3 +685,57 @@ ms; 2 shared cores, so noisy.",
     key: &[2, 3, 4],
     outro: "Goals (issue #4): desired -> RUNNING p50 <= 50 ms, at most 2x the runtime helper's own time.",
 };
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: StartArgs,
+    }
+
+    fn parse(argv: &[&str]) -> Result<StartArgs, clap::Error> {
+        Cli::try_parse_from(std::iter::once("start").chain(argv.iter().copied())).map(|c| c.args)
+    }
+
+    #[test]
+    fn the_recorded_command_names_what_differs_from_the_defaults() {
+        let cases: &[(&[&str], &str)] = &[
+            (&[], "corral bench start --instances 50"),
+            (
+                &["--instances", "7", "--backend", "process"],
+                "corral bench start --instances 7 --backend process",
+            ),
+            (
+                &[
+                    "--backend",
+                    "linux",
+                    "--rootfs",
+                    "preloaded:host",
+                    "--no-record",
+                ],
+                "corral bench start --instances 50 --backend linux --rootfs preloaded:host",
+            ),
+        ];
+        for (argv, expect) in cases {
+            let args = parse(argv).expect("parses");
+            assert_eq!(command(&args), *expect, "{argv:?}");
+        }
+    }
+
+    #[test]
+    fn only_the_preloaded_stacks_are_offered() {
+        assert!(parse(&["--rootfs", "docker:///busybox"]).is_err());
+    }
+
+    #[test]
+    fn the_default_resources_give_the_cells_limits() {
+        let got = limits(&Resources::default());
+        assert_eq!(got.memory_bytes, 128 << 20);
+        assert_eq!((got.cpu_weight, got.pids), (10, 1024));
+    }
+}

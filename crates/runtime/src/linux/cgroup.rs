@@ -92,8 +92,34 @@ impl Hierarchies {
         }
     }
 
-    /// Whether the memory, cpu and pids controllers live in cgroup v1 hierarchies.
-    fn is_v1(&self) -> bool {
+    /// What to bind-mount, read-only, into a container so it sees its own cgroups at
+    /// `/sys/fs/cgroup`: (directory on the host, destination in the container). On v1,
+    /// one directory per controller hierarchy under a tmpfs (the caller mounts it);
+    /// on v2, the container's cgroup itself. A hybrid host's controller-less unified
+    /// hierarchy holds no cgroup of the container and is left out.
+    pub(super) fn container_binds(&self, path: &str) -> Vec<(PathBuf, String)> {
+        let relative = path.trim_start_matches('/');
+        if !self.is_v1() {
+            return self
+                .v2
+                .iter()
+                .map(|root| (root.join(relative), "/sys/fs/cgroup".to_owned()))
+                .collect();
+        }
+        let mut roots: Vec<&PathBuf> = self.v1.values().collect();
+        roots.sort();
+        roots.dedup();
+        roots
+            .into_iter()
+            .filter_map(|root| {
+                let name = root.file_name()?.to_str()?;
+                Some((root.join(relative), format!("/sys/fs/cgroup/{name}")))
+            })
+            .collect()
+    }
+
+    /// Whether the cgroups live in v1 hierarchies (v1 or hybrid).
+    pub(super) fn is_v1(&self) -> bool {
         self.v1.contains_key("memory")
     }
 

@@ -2,8 +2,8 @@
 //!
 //! A container is an overlay root filesystem, cgroups (v1, v2 or hybrid) with its
 //! limits, new pid, mount, uts, ipc and network namespaces, and a veth pair to the
-//! cell's bridge with an address, outbound NAT and published ports (module `net`). Its pid 1
-//! is a tiny static init built from `init/init.c`, bind-mounted read-only at
+//! cell's bridge with an address, outbound NAT and published ports (module `net`).
+//! Its pid 1 is a tiny static init built from `init/init.c`, bind-mounted read-only at
 //! `/.corral/init`, that only reaps orphans; every process is started later as an exec
 //! into the running container (libcontainer's tenant builder, like `runc exec`), a
 //! child of the calling helper process so it can wait for it.
@@ -167,7 +167,7 @@ impl LinuxBackend {
 
     /// Destroys every container, then removes the cell's cgroup, bridge and nftables
     /// table: what a cell leaves behind when it is taken out of service.
-    pub fn teardown(mut self) -> anyhow::Result<()> {
+    pub fn teardown(&mut self) -> anyhow::Result<()> {
         let mut ids: Vec<ContainerId> = self.containers.keys().cloned().collect();
         ids.extend(list_dirs(&self.containers_dir));
         ids.extend(list_dirs(&self.youki_root));
@@ -223,6 +223,11 @@ impl LinuxBackend {
         let mut added = Vec::new();
         if let Some(first) = spec.ports.first() {
             added.push(("PORT".to_owned(), first.to_string()));
+        }
+        if spec.limits.memory_bytes > 0 {
+            // Cloud Foundry's name, which buildpacks size heaps by.
+            let mb = spec.limits.memory_bytes / (1024 * 1024);
+            added.push(("MEMORY_LIMIT".to_owned(), format!("{mb}m")));
         }
         for key in [
             "CF_INSTANCE_IP",
@@ -297,6 +302,8 @@ impl LinuxBackend {
             init: &self.init_path,
             cgroup: &record.cgroup,
             env: &record.env,
+            cgroup_binds: &self.cgroups.container_binds(&record.cgroup),
+            devices_enforced: self.cgroups.is_v1(),
         })?;
         config
             .save(dir.join("config.json"))
@@ -434,6 +441,10 @@ impl LinuxBackend {
 }
 
 impl Backend for LinuxBackend {
+    fn teardown(&mut self) -> anyhow::Result<()> {
+        LinuxBackend::teardown(self)
+    }
+
     fn name(&self) -> &'static str {
         "linux"
     }
@@ -496,7 +507,8 @@ impl Backend for LinuxBackend {
         }
         let env = oci::merge_env(&[&defaults, &record.env, &process.env]);
         let process_json = self.dir(id).join("process.json");
-        let spec = oci::process(process, &user, &env).with_context(context)?;
+        let spec =
+            oci::process(process, &user, &env, self.cgroups.is_v1()).with_context(context)?;
         let bytes = serde_json::to_vec(&spec)
             .context("encoding the process configuration")
             .with_context(context)?;

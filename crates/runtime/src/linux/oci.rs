@@ -76,6 +76,10 @@ pub(super) struct Container<'a> {
     pub cgroup: &'a str,
     /// The environment of the container's init (and base of every process's).
     pub env: &'a [(String, String)],
+    /// The container's cgroup directories on the host and where it sees them.
+    pub cgroup_binds: &'a [(std::path::PathBuf, String)],
+    /// Whether the device cgroup limits which devices the container may use.
+    pub devices_enforced: bool,
 }
 
 /// The runtime configuration of a container whose pid 1 is the Corral init.
@@ -98,13 +102,28 @@ pub(super) fn container_spec(c: &Container<'_>) -> anyhow::Result<Spec> {
                "options": ["nosuid", "noexec", "nodev"]}),
         json!({"destination": "/sys", "type": "sysfs", "source": "sysfs",
                "options": ["nosuid", "noexec", "nodev", "ro"]}),
-        // The container's own cgroups, read-only, where runtimes such as the JVM look
-        // for their limits.
-        json!({"destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup",
-               "options": ["nosuid", "noexec", "nodev", "relatime", "ro"]}),
         json!({"destination": INIT_PATH, "type": "bind", "source": c.init,
                "options": ["bind", "ro", "nosuid", "nodev"]}),
     ];
+    // The container's own cgroups, read-only, where runtimes such as the JVM look for
+    // their limits. libcontainer's `cgroup` mount type would mount v1 hierarchies
+    // writable (the container could lift its own limits), so they are bind mounts.
+    if c.cgroup_binds.len() > 1
+        || c.cgroup_binds
+            .first()
+            .is_some_and(|(_, d)| d != "/sys/fs/cgroup")
+    {
+        mounts.push(
+            json!({"destination": "/sys/fs/cgroup", "type": "tmpfs", "source": "tmpfs",
+                           "options": ["nosuid", "noexec", "nodev", "mode=755", "size=64k"]}),
+        );
+    }
+    for (source, destination) in c.cgroup_binds {
+        mounts.push(
+            json!({"destination": destination, "type": "bind", "source": source,
+                           "options": ["bind", "ro", "nosuid", "nodev", "noexec"]}),
+        );
+    }
     for m in &c.spec.mounts {
         mounts.push(json!({
             "destination": m.destination,
@@ -112,6 +131,10 @@ pub(super) fn container_spec(c: &Container<'_>) -> anyhow::Result<Spec> {
             "source": m.source,
             "options": ["rbind", if m.read_only { "ro" } else { "rw" }, "nosuid", "nodev"],
         }));
+    }
+    let mut readonly_paths: Vec<&str> = READONLY_PATHS.to_vec();
+    if !c.cgroup_binds.is_empty() {
+        readonly_paths.push("/sys/fs/cgroup");
     }
     let config = json!({
         "ociVersion": "1.0.2",
@@ -124,29 +147,37 @@ pub(super) fn container_spec(c: &Container<'_>) -> anyhow::Result<Spec> {
             "args": [INIT_PATH],
             "env": env_strings(c.env),
             "cwd": "/",
-            "capabilities": capabilities(),
+            "capabilities": capabilities(c.devices_enforced),
             "noNewPrivileges": true,
         },
         "linux": {
             "cgroupsPath": c.cgroup,
             "namespaces": [
                 {"type": "pid"}, {"type": "network"}, {"type": "ipc"},
-                {"type": "uts"}, {"type": "mount"},
+                {"type": "uts"}, {"type": "mount"}, {"type": "cgroup"},
             ],
             "resources": resources(&c.spec.limits),
             "maskedPaths": MASKED_PATHS,
-            "readonlyPaths": READONLY_PATHS,
+            "readonlyPaths": readonly_paths,
             "rootfsPropagation": "private",
         },
     });
     serde_json::from_value(config).context("making the OCI runtime configuration")
 }
 
-fn capabilities() -> Value {
+/// Docker's capabilities; without CAP_MKNOD where the device cgroup cannot stop a
+/// container from using the device nodes it makes (cgroup v2 needs eBPF for that, which
+/// this build leaves out).
+fn capabilities(devices_enforced: bool) -> Value {
+    let caps: Vec<&str> = CAPABILITIES
+        .iter()
+        .copied()
+        .filter(|c| devices_enforced || *c != "CAP_MKNOD")
+        .collect();
     json!({
-        "bounding": CAPABILITIES,
-        "effective": CAPABILITIES,
-        "permitted": CAPABILITIES,
+        "bounding": caps,
+        "effective": caps,
+        "permitted": caps,
     })
 }
 
@@ -171,6 +202,7 @@ pub(super) fn process(
     spec: &ProcessSpec,
     user: &User,
     env: &[(String, String)],
+    devices_enforced: bool,
 ) -> anyhow::Result<Process> {
     let cwd = spec.dir.as_deref().unwrap_or("/");
     if !cwd.starts_with('/') {
@@ -198,7 +230,7 @@ pub(super) fn process(
         "args": args,
         "env": env_strings(env),
         "cwd": cwd,
-        "capabilities": capabilities(),
+        "capabilities": capabilities(devices_enforced),
         "rlimits": rlimits,
         "noNewPrivileges": true,
     });
@@ -271,6 +303,8 @@ mod tests {
             init: Path::new("/s/init"),
             cgroup: "/corral/br/web-0",
             env: &[pair("PATH", "/bin")],
+            cgroup_binds: &[],
+            devices_enforced: true,
         })
         .unwrap();
         assert_eq!(config.hostname().as_deref(), Some("web-0"));
