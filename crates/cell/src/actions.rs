@@ -192,10 +192,12 @@ impl Downloads {
         let fail = |what: &str, e: &dyn std::fmt::Display| {
             ActionError(format!("downloading {}: {what}: {e}", download.from))
         };
-        let key = download
-            .cache_key
-            .clone()
-            .unwrap_or_else(|| download.from.clone());
+        // The URL is always part of the key: the cache is shared by every container on
+        // the cell, and one must not fill another's entry with a different file.
+        let key = match &download.cache_key {
+            Some(cache_key) => format!("{cache_key}\n{}", download.from),
+            None => download.from.clone(),
+        };
         let entry = self
             .cache_dir
             .join(hex(&sha2::Sha256::digest(key.as_bytes())));
@@ -352,7 +354,8 @@ mod tests {
     }
 
     /// Parses an action, where `{"run": "exit 1"}` is short for
-    /// `{"run": {"path": "exit", "args": ["1"]}}`.
+    /// `{"run": {"path": "exit", "args": ["1"]}}`. Objects pass through
+    /// `serde_json::Value`, which sorts their keys (and so a run's `env`).
     fn parse(json: &str) -> Action {
         fn expand(value: &mut serde_json::Value) {
             match value {

@@ -196,6 +196,9 @@ impl DownloadAction {
         if !self.to.starts_with('/') {
             return Err(ValidationError::new("to", "must be an absolute path"));
         }
+        if self.to.split('/').any(|part| part == "..") {
+            return Err(ValidationError::new("to", "must not contain '..'"));
+        }
         if let Some(checksum) = &self.checksum {
             let hex_len = match checksum.algorithm {
                 ChecksumAlgorithm::Sha256 => 64,
@@ -253,6 +256,10 @@ mod tests {
         check(
             r#"{"codependent": [{"download": {"from": "http://x", "to": "rel"}}]}"#,
             Err("codependent[0].download.to: must be an absolute path"),
+        );
+        check(
+            r#"{"download": {"from": "http://x", "to": "/app/../../etc/passwd"}}"#,
+            Err("download.to: must not contain '..'"),
         );
         check(
             r#"{"download": {"from": "http://x", "to": "/x", "checksum": {"algorithm": "sha256", "value": "ab"}}}"#,
