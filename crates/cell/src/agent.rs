@@ -99,6 +99,8 @@ pub struct Agent {
     /// The address work is pushed to.
     pub(crate) address: Mutex<String>,
     drain_requested: Notify,
+    /// Set when the agent's owner stops the runtime on purpose.
+    stopping: std::sync::atomic::AtomicBool,
 }
 
 impl Agent {
@@ -123,6 +125,7 @@ impl Agent {
             logs: Mutex::new(HashMap::new()),
             address: Mutex::new(String::new()),
             drain_requested: Notify::new(),
+            stopping: std::sync::atomic::AtomicBool::new(false),
             config,
             runtime,
         }))
@@ -536,6 +539,13 @@ impl Agent {
         self.state.lock().expect("state lock").held.len()
     }
 
+    /// Says that the runtime is about to be shut down on purpose (`corral dev` stopping),
+    /// so its going away is not an error.
+    pub fn stopping(&self) {
+        self.stopping
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
     /// Starts an evacuation (`POST /v1/drain`): `run` drains and returns.
     pub(crate) fn request_drain(&self) {
         self.evacuating.send_replace(true);
@@ -589,7 +599,11 @@ impl Agent {
                     ring.drain(..excess);
                 }
                 Ok(RuntimeEvent::HelperLost) => {
-                    tracing::error!("the runtime helper is gone: the cell cannot run containers");
+                    if !self.stopping.load(std::sync::atomic::Ordering::Relaxed) {
+                        tracing::error!(
+                            "the runtime helper is gone: the cell cannot run containers"
+                        );
+                    }
                     return;
                 }
                 Ok(_) => {}

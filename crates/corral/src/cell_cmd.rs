@@ -413,6 +413,7 @@ pub async fn run(args: &CellArgs, global: &Global, env: &dyn Env) -> Result<()> 
             drained.forced
         );
     }
+    cell.agent.stopping();
     cell.runtime
         .shutdown()
         .await

@@ -106,6 +106,7 @@ pub async fn dev(args: &DevArgs, env: &dyn Env) -> Result<()> {
     );
     let which = signals.recv().await;
     eprintln!("Received {which}: stopping.");
+    cell.agent.stopping();
     runner.abort();
     // Development: nothing to hand over to, so the containers simply go.
     if let Err(e) = cell.runtime.shutdown().await {

@@ -31,7 +31,7 @@ fn main() -> ExitCode {
         // async runtime exists.
         Command::CellHelper(args) => {
             // libcontainer's cgroup code warns about absent controllers on every create.
-            init_logging("info,libcgroups=error,libcontainer=warn");
+            init_logging("info,libcgroups=error,libcontainer=error");
             cell_cmd::helper(args)
         }
         _ => tokio::runtime::Builder::new_multi_thread()

@@ -37,6 +37,8 @@ use crate::spec::{
 const MAX_CLIENT_BACKLOG: usize = 64 << 20;
 /// A helper with no containers and no agent for this long exits: nothing can need it.
 const IDLE_EXIT: std::time::Duration = std::time::Duration::from_secs(30);
+/// Longest a killed container's teardown waits for the helper to be idle.
+const TEARDOWN_DELAY_LIMIT: std::time::Duration = std::time::Duration::from_secs(2);
 /// Most bytes read from one pipe per wakeup, so one chatty process cannot starve others.
 const READ_CHUNK: usize = 64 << 10;
 
@@ -70,6 +72,9 @@ struct Helper {
     /// Output pipes still open, keyed by a serial.
     pipes: BTreeMap<u64, Pipe>,
     next_pipe: u64,
+    /// Containers killed and forgotten whose teardown (unmounts, cgroups, network) is
+    /// still to do: done when no request waits, so a destroy never delays a start.
+    doomed: std::collections::VecDeque<(ContainerId, std::time::Instant)>,
     shutting_down: bool,
 }
 
@@ -155,6 +160,7 @@ impl Helper {
             children: HashMap::new(),
             pipes: BTreeMap::new(),
             next_pipe: 0,
+            doomed: std::collections::VecDeque::new(),
             shutting_down: false,
         })
     }
@@ -199,8 +205,14 @@ impl Helper {
                 .iter()
                 .map(|(fd, flags)| PollFd::new(*fd, *flags))
                 .collect();
-            // Wake up now and then while idle, to notice that it has lasted.
-            match poll(&mut pollfds, PollTimeout::from(1000u16)) {
+            // With teardowns to do, only look for what is ready now; otherwise wake up
+            // now and then while idle, to notice that it has lasted.
+            let timeout = if self.doomed.is_empty() {
+                PollTimeout::from(1000u16)
+            } else {
+                PollTimeout::ZERO
+            };
+            match poll(&mut pollfds, timeout) {
                 Ok(_) => {}
                 Err(Errno::EINTR) => continue,
                 Err(e) => return Err(e).context("poll"),
@@ -212,6 +224,7 @@ impl Helper {
                 .collect();
             drop(pollfds);
             drop(fds);
+            let idle = ready.is_empty();
             for (i, revents) in ready {
                 match sources[i] {
                     Source::Listener => self.accept(),
@@ -220,6 +233,19 @@ impl Helper {
                     Source::Pipe(id) => self.pipe_ready(id),
                 }
             }
+            // A busy helper still tears down what has waited too long.
+            let overdue = self
+                .doomed
+                .front()
+                .is_some_and(|(_, since)| since.elapsed() > TEARDOWN_DELAY_LIMIT);
+            if (idle || overdue)
+                && let Some((id, _)) = self.doomed.pop_front()
+            {
+                self.tear_down(&id);
+            }
+        }
+        for (id, _) in std::mem::take(&mut self.doomed) {
+            self.tear_down(&id);
         }
         // Nothing is left for this cell: remove what the backend made for it.
         if let Err(e) = self.backend.teardown() {
@@ -329,6 +355,10 @@ impl Helper {
             }),
             Op::Create { spec } => {
                 check_container_id(&spec.id)?;
+                if let Some(i) = self.doomed.iter().position(|(d, _)| *d == spec.id) {
+                    let (id, _) = self.doomed.remove(i).expect("the position was just found");
+                    self.tear_down(&id);
+                }
                 if self.containers.contains_key(&spec.id) {
                     return Err(format!("container {} already exists", spec.id));
                 }
@@ -507,15 +537,30 @@ impl Helper {
         Ok(process)
     }
 
+    /// Kills everything in the container and forgets it at once; the rest of its
+    /// teardown waits until nothing else does (see `doomed`).
     fn destroy(&mut self, id: &str) -> Result<(), String> {
-        self.backend
-            .destroy(&id.to_owned())
-            .map_err(|e| format!("destroying {id}: {e:#}"))?;
+        let id = id.to_owned();
+        if self.containers.contains_key(&id)
+            && let Err(e) = self.backend.signal_all(&id, Signal::SIGKILL)
+        {
+            // The teardown kills whatever this could not.
+            warn!(container = %id, "killing before teardown: {e:#}");
+        }
         // Its pipes close as its processes died; drop them now so no late output is
         // attributed to a container that is gone.
         self.pipes.retain(|_, pipe| pipe.container != id);
-        self.containers.remove(id);
+        self.containers.remove(&id);
+        if !self.doomed.iter().any(|(d, _)| *d == id) {
+            self.doomed.push_back((id, std::time::Instant::now()));
+        }
         Ok(())
+    }
+
+    fn tear_down(&mut self, id: &ContainerId) {
+        if let Err(e) = self.backend.destroy(id) {
+            warn!(container = %id, "destroying: {e:#}");
+        }
     }
 
     fn pipe_ready(&mut self, id: u64) {

@@ -183,6 +183,7 @@ pub async fn run(args: &StartArgs) -> Result<()> {
     };
 
     runner.abort();
+    cell.agent.stopping();
     if let Err(e) = cell.runtime.shutdown().await {
         eprintln!("Could not stop the cell's containers: {e:#}");
     }
