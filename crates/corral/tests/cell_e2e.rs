@@ -144,14 +144,6 @@ fn pids_with(marker: &str) -> Vec<i32> {
     pids
 }
 
-fn parent_of(pid: i32) -> i32 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    stat.rsplit_once(") ")
-        .and_then(|(_, rest)| rest.split(' ').nth(1))
-        .and_then(|p| p.parse().ok())
-        .unwrap_or(0)
-}
-
 fn kill_all(marker: &str) -> usize {
     let pids = pids_with(marker);
     for pid in &pids {
@@ -740,13 +732,19 @@ fn linux_agent_restart_readopts_containers() {
         ids.sort();
         ids
     };
-    // httpd forks a child per connection (health checks connect): count the
-    // servers, not their children.
+    // httpd forks a child per connection (health checks connect), and a child may be
+    // reparented to the container's init: count the containers holding one, by cgroup.
     let httpds = || {
-        let pids = pids_with(&marker);
-        pids.iter()
-            .filter(|p| !pids.contains(&parent_of(**p)))
-            .count()
+        let containers: std::collections::BTreeSet<String> = pids_with(&marker)
+            .into_iter()
+            .filter_map(|pid| std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok())
+            .filter_map(|cgroups| {
+                cgroups
+                    .lines()
+                    .find_map(|l| l.split_once("/corral/").map(|(_, path)| path.to_owned()))
+            })
+            .collect();
+        containers.len()
     };
     let ps = Command::new("ps")
         .args(["axo", "pid,args"])
