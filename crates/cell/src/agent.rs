@@ -151,7 +151,13 @@ impl Agent {
         tokio::spawn(crate::http::serve(listener, self.clone()));
         tokio::spawn(self.clone().capture_output());
 
-        self.adopt().await?;
+        // A drain asked for before the server answered (SIGTERM while it is down) is
+        // honoured at once.
+        let mut drain = std::pin::pin!(drain);
+        tokio::select! {
+            adopted = self.adopt() => adopted?,
+            () = &mut drain => return Ok(self.drain().await),
+        }
         tokio::spawn(self.clone().heartbeat_loop());
         tokio::spawn(self.clone().reconcile_loop());
         info!(
@@ -161,7 +167,7 @@ impl Agent {
             "cell ready"
         );
         tokio::select! {
-            () = drain => {}
+            () = &mut drain => {}
             () = self.drain_requested.notified() => {}
         }
         Ok(self.drain().await)
