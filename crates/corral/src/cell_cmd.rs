@@ -125,7 +125,7 @@ pub struct NetworkArgs {
     #[arg(long, value_name = "IP")]
     pub subnet: Option<Ipv4Addr>,
     /// Host ports published container ports get, FIRST-LAST [default: 1000 ports
-    /// from 40000, derived from the state directory]
+    /// from 20000, derived from the state directory]
     #[arg(long, value_name = "FIRST-LAST", value_parser = parse_range)]
     pub host_ports: Option<(u16, u16)>,
 }
@@ -194,7 +194,9 @@ impl NetworkArgs {
         let subnet = self
             .subnet
             .unwrap_or_else(|| Ipv4Addr::new(10, 200 + ((h >> 8) % 50) as u8, (h & 0xff) as u8, 0));
-        let first = 40_000 + (h % 20) * 1000;
+        // Below the kernel's ephemeral ports (32768 and up), so a published port never
+        // shadows a port the host picked for a connection of its own.
+        let first = 20_000 + (h % 10) * 1000;
         let ports = self.host_ports.unwrap_or((first, first + 999));
         (bridge, subnet, ports)
     }

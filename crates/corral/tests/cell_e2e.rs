@@ -611,8 +611,8 @@ fn linux_drain_keeps_an_instance_running() {
     let home = tempfile::tempdir().expect("tempdir");
     let home = home.path();
     let mut dev = Dev::start(home);
-    let mut a = start_cell(home, "drain-a", "42100-42199");
-    let mut b = start_cell(home, "drain-b", "42200-42299");
+    let mut a = start_cell(home, "drain-a", "41100-41199");
+    let mut b = start_cell(home, "drain-b", "41200-41299");
     wait_for_cells(home, &["drain-a", "drain-b"]);
     ok(
         home,
@@ -696,7 +696,7 @@ fn linux_agent_restart_readopts_containers() {
     let home = tempfile::tempdir().expect("tempdir");
     let home = home.path();
     let mut dev = Dev::start(home);
-    let mut cell = start_cell(home, "phoenix", "42300-42399");
+    let mut cell = start_cell(home, "phoenix", "41300-41399");
     wait_for_cells(home, &["phoenix"]);
     let marker = format!("marker-phoenix-{}", std::process::id());
     ok(
@@ -753,7 +753,7 @@ fn linux_agent_restart_readopts_containers() {
     assert_eq!(httpds(), 2, "{}", String::from_utf8_lossy(&ps.stdout));
 
     cell.kill();
-    let mut cell = start_cell(home, "phoenix", "42300-42399");
+    let mut cell = start_cell(home, "phoenix", "41300-41399");
     cell.wait_for_log("the restarted agent to re-adopt", "re-adopted containers");
     let after = running(home, "web", 2);
     assert_eq!(ids(&before), ids(&after), "the same containers run");
