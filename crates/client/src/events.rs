@@ -54,6 +54,23 @@ impl EventStream {
         let inner = futures::stream::unfold(State::Connect { client, query }, next).boxed();
         EventStream { inner }
     }
+
+    /// A stream already connected: the server has answered, so its cursor is fixed
+    /// and every event committed from now on will be delivered.
+    pub(crate) async fn connected(
+        client: Client,
+        query: Vec<(&'static str, String)>,
+    ) -> Result<EventStream, ClientError> {
+        let body = connect(&client, &query).await?;
+        let reading = State::Reading(Reading {
+            client,
+            body,
+            parser: SseParser::new(),
+            ready: VecDeque::new(),
+        });
+        let inner = futures::stream::unfold(reading, next).boxed();
+        Ok(EventStream { inner })
+    }
 }
 
 /// One step of the stream: connect if not yet connected, then hand out parsed events,

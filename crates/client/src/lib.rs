@@ -223,14 +223,19 @@ impl Client {
     /// when the server closes it and after the first error. An event of kind `resync`
     /// means the cursor was older than what the server keeps.
     pub fn events(&self, after: Option<u64>, topics: &[&str]) -> EventStream {
-        let mut query = Vec::new();
-        if let Some(after) = after {
-            query.push(("after", after.to_string()));
-        }
-        if !topics.is_empty() {
-            query.push(("topics", topics.join(",")));
-        }
-        EventStream::new(self.clone(), query)
+        EventStream::new(self.clone(), events_query(after, topics))
+    }
+
+    /// `GET /v1/events` like [`Client::events`], but returns only once the server has
+    /// answered: from then on no event is missed, so a reader that lists state after
+    /// this and then applies the stream's events misses no change (the router's
+    /// resync).
+    pub async fn subscribe(
+        &self,
+        after: Option<u64>,
+        topics: &[&str],
+    ) -> Result<EventStream, ClientError> {
+        EventStream::connected(self.clone(), events_query(after, topics)).await
     }
 
     /// The URL of `/v1/<segments...>?<query>`. Segments are percent-encoded, so a name
@@ -375,6 +380,18 @@ impl Client {
             self.api_url()
         ))
     }
+}
+
+/// The query of `GET /v1/events`.
+fn events_query(after: Option<u64>, topics: &[&str]) -> Vec<(&'static str, String)> {
+    let mut query = Vec::new();
+    if let Some(after) = after {
+        query.push(("after", after.to_string()));
+    }
+    if !topics.is_empty() {
+        query.push(("topics", topics.join(",")));
+    }
+    query
 }
 
 fn code_of_status(status: u16) -> Option<ErrorCode> {

@@ -47,7 +47,8 @@ pub struct Global {
 pub enum Command {
     /// Run the control plane: the API server on SQLite or PostgreSQL
     Server(ServerArgs),
-    /// Run Corral on this machine for development: the server on SQLite in $CORRAL_HOME/dev
+    /// Run Corral on this machine for development: the server on SQLite in
+    /// $CORRAL_HOME/dev, a cell and a router
     Dev(DevArgs),
     /// Create an LRP: COMMAND kept running in N instances
     Create(CreateArgs),
@@ -78,6 +79,8 @@ pub enum Command {
     CellHelper(crate::cell_cmd::HelperArgs),
     /// Run a fleet of simulated cells that join the cluster and "run" its work
     SimCells(crate::sim_cells::SimCellsArgs),
+    /// Run the router: HTTP by hostname and TCP by port to the instances of LRPs
+    Router(crate::router_cmd::RouterArgs),
     /// Run a benchmark and record its figures in BENCHMARKS.md
     #[command(subcommand)]
     Bench(crate::bench::BenchCommand),
@@ -112,6 +115,15 @@ pub struct DevArgs {
     /// Run the server alone, without the dev cell (cells join with `corral cell`)
     #[arg(long)]
     pub no_cell: bool,
+    /// Address the dev router serves HTTP on (port 0 picks a free one)
+    #[arg(long, value_name = "ADDR", default_value = crate::router_cmd::DEFAULT_HTTP)]
+    pub router: SocketAddr,
+    /// External ports of TCP routes the dev router listens on, FIRST-LAST
+    #[arg(long, value_name = "FIRST-LAST", default_value = "10000-10999", value_parser = crate::router_cmd::parse_port_range)]
+    pub router_tcp_ports: (u16, u16),
+    /// Run without the router
+    #[arg(long, conflicts_with_all = ["router", "router_tcp_ports"])]
+    pub no_router: bool,
     #[command(flatten)]
     pub timings: TimingArgs,
 }

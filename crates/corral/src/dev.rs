@@ -1,10 +1,12 @@
-//! `corral server` and `corral dev`: the control plane in this process, until SIGINT or
-//! SIGTERM stops it gracefully.
+//! `corral server` and `corral dev`: the control plane in this process (with `dev`, a
+//! cell and a router too), until SIGINT or SIGTERM stops it gracefully.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
+use client::Client;
+use router::{Balance, Router, RouterOptions};
 use server::{Server, ServerOptions};
 use tokio::signal::unix::{Signal, SignalKind, signal};
 
@@ -61,6 +63,35 @@ pub async fn dev(args: &DevArgs, env: &dyn Env) -> Result<()> {
             token: None,
         },
     )?;
+    let token = std::fs::read_to_string(server.token_path())
+        .with_context(|| format!("read the API token {}", server.token_path().display()))?;
+    let router = if args.no_router {
+        None
+    } else {
+        let (first, last) = args.router_tcp_ports;
+        let options = RouterOptions {
+            http: args.router,
+            tcp_ports: Some(first..=last),
+            balance: Balance::RoundRobin,
+        };
+        let client = Client::new(&api, Some(token.trim().to_owned()))?;
+        let router = Router::start(client, options).await.with_context(|| {
+            format!(
+                "start the dev router on {} (pass --router ADDR for another address, or --no-router)",
+                args.router
+            )
+        })?;
+        Some(router)
+    };
+    let router_line = match &router {
+        Some(router) => format!(
+            "http://{} (by Host; TCP routes on ports {}-{})",
+            router.http_addr(),
+            args.router_tcp_ports.0,
+            args.router_tcp_ports.1
+        ),
+        None => "none (--no-router)".to_owned(),
+    };
     if args.no_cell {
         print!(
             "{}",
@@ -69,13 +100,14 @@ pub async fn dev(args: &DevArgs, env: &dyn Env) -> Result<()> {
                 server.token_path(),
                 &database,
                 &config_path,
-                "none (--no-cell)"
+                "none (--no-cell)",
+                &router_line,
             )
         );
-        return run_until_signal(server, &mut signals).await;
+        let result = run_until_signal(server, &mut signals).await;
+        drop(router);
+        return result;
     }
-    let token = std::fs::read_to_string(server.token_path())
-        .with_context(|| format!("read the API token {}", server.token_path().display()))?;
     let cell_args = CellRunArgs {
         id: Some("dev-cell".to_owned()),
         backend: args.backend,
@@ -102,10 +134,18 @@ pub async fn dev(args: &DevArgs, env: &dyn Env) -> Result<()> {
     let runner = tokio::spawn(async move { agent.run(std::future::pending()).await });
     print!(
         "{}",
-        banner(&api, server.token_path(), &database, &config_path, &backend)
+        banner(
+            &api,
+            server.token_path(),
+            &database,
+            &config_path,
+            &backend,
+            &router_line
+        )
     );
     let which = signals.recv().await;
     eprintln!("Received {which}: stopping.");
+    drop(router);
     cell.agent.stopping();
     runner.abort();
     // Development: nothing to hand over to, so the containers simply go.
@@ -119,7 +159,14 @@ pub async fn dev(args: &DevArgs, env: &dyn Env) -> Result<()> {
 
 /// What `corral dev` says when it is up: where everything is, why instances will wait,
 /// and what to type next.
-fn banner(api: &str, token: &Path, database: &Path, config: &Path, backend: &str) -> String {
+fn banner(
+    api: &str,
+    token: &Path,
+    database: &Path,
+    config: &Path,
+    backend: &str,
+    router: &str,
+) -> String {
     let what = if backend.starts_with("none") {
         "the API server on SQLite, without a cell (start one with `corral cell`)"
     } else {
@@ -134,16 +181,27 @@ Corral dev is running: {what}.
   database  {database}
   config    {config} (the CLI reads the API and token from here)
   cell      dev-cell, {backend}
+  router    {router}
 
 Next, in another terminal:
-  corral create web -i 3 -p 8080 -- sh -c 'exec python3 -m http.server $PORT'
+  corral create web -i 3 --route web.localhost -- sh -c 'exec python3 -m http.server $PORT'
   corral status web     (ADDRESS is each instance's host port: curl it)
+  {through}
 
 Stop with Ctrl-C.
 ",
         token = token.display(),
         database = database.display(),
-        config = config.display()
+        config = config.display(),
+        through = match router
+            .strip_prefix("http://")
+            .and_then(|r| r.split(' ').next())
+        {
+            Some(addr) => format!(
+                "curl -H 'Host: web.localhost' {addr}     (through the router, each instance in turn)"
+            ),
+            None => "(no router: --no-router)".to_owned(),
+        },
     )
 }
 
@@ -182,20 +240,20 @@ fn default_data_dir(db_url: &str, env: &dyn Env) -> Result<PathBuf> {
 }
 
 /// SIGINT and SIGTERM, listened for from creation on.
-struct Signals {
+pub(crate) struct Signals {
     interrupt: Signal,
     terminate: Signal,
 }
 
 impl Signals {
-    fn new() -> Result<Signals> {
+    pub(crate) fn new() -> Result<Signals> {
         Ok(Signals {
             interrupt: signal(SignalKind::interrupt()).context("listen for SIGINT")?,
             terminate: signal(SignalKind::terminate()).context("listen for SIGTERM")?,
         })
     }
 
-    async fn recv(&mut self) -> &'static str {
+    pub(crate) async fn recv(&mut self) -> &'static str {
         tokio::select! {
             _ = self.interrupt.recv() => "SIGINT",
             _ = self.terminate.recv() => "SIGTERM",

@@ -11,6 +11,7 @@ mod dev;
 mod events;
 mod lrp;
 mod output;
+mod router_cmd;
 mod sim_cells;
 mod task;
 
@@ -63,6 +64,10 @@ async fn run(cli: Cli, env: &dyn Env) -> Result<()> {
             init_logging("info");
             return sim_cells::run(&cli.global, args, env).await;
         }
+        Command::Router(args) => {
+            init_logging("info");
+            return router_cmd::run(args, &cli.global, env).await;
+        }
         Command::Cell(args) => {
             if args.command.is_none() {
                 init_logging("info");
@@ -101,6 +106,7 @@ async fn run(cli: Cli, env: &dyn Env) -> Result<()> {
         | Command::Cell(_)
         | Command::CellHelper(_)
         | Command::SimCells(_)
+        | Command::Router(_)
         | Command::Bench(_)
         | Command::Version => Ok(()),
     }

@@ -10,11 +10,14 @@
 //!   notices and until its instances run elsewhere.
 //! - `corral bench start`: a real cell's containers from desired to RUNNING, one at a
 //!   time and all at once, against the runtime helper alone for the same container.
+//! - `corral bench router`: requests/s and added latency through Corral's router against
+//!   nginx proxying the same backend, and how soon a new instance gets traffic.
 
 mod failover;
 mod machine;
 mod markdown;
 mod pure;
+mod router;
 mod schedule;
 mod serve;
 mod server_child;
@@ -26,6 +29,7 @@ use std::path::PathBuf;
 use anyhow::Result;
 use clap::{Args, Subcommand, ValueEnum};
 
+pub use router::RouterArgs;
 pub use serve::ServeArgs;
 pub use start::StartArgs;
 
@@ -40,6 +44,9 @@ pub enum BenchCommand {
     /// Start containers on a real cell and time desired -> RUNNING, against the runtime
     /// helper alone for the same container
     Start(StartArgs),
+    /// Requests/s and added latency through Corral's router against nginx proxying the
+    /// same backend, and the time from RUNNING to an instance's first routed request
+    Router(RouterArgs),
     /// A server for a benchmark, controlled through stdin (used by the benchmarks)
     #[command(hide = true)]
     Serve(ServeArgs),
@@ -137,6 +144,7 @@ pub async fn run(command: &BenchCommand) -> Result<()> {
         BenchCommand::Schedule(args) => schedule::run(args).await,
         BenchCommand::Failover(args) => failover::run(args).await,
         BenchCommand::Start(args) => start::run(args).await,
+        BenchCommand::Router(args) => router::run(args).await,
         BenchCommand::Serve(args) => serve::run(args).await,
     }
 }

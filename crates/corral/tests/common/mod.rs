@@ -174,6 +174,8 @@ impl Drop for Daemon {
 pub struct Dev {
     /// The API address it printed.
     pub api: String,
+    /// The router's HTTP address it printed (`127.0.0.1:PORT`), unless `--no-router`.
+    pub router: Option<String>,
     process: Daemon,
 }
 
@@ -184,10 +186,15 @@ impl Dev {
         Dev::start_with(home, &["--no-cell"])
     }
 
-    /// Starts `corral dev ARGS` on a free port and waits until it prints its API
-    /// address.
+    /// Starts `corral dev ARGS` on a free port (its router on another, unless ARGS say
+    /// where or `--no-router`) and waits until it prints its API address.
     pub fn start_with(home: &Path, args: &[&str]) -> Dev {
         let mut all = vec!["dev", "--listen", "127.0.0.1:0"];
+        let routed = !args.contains(&"--no-router");
+        // Tests run side by side: each router needs a port of its own.
+        if routed && !args.contains(&"--router") {
+            all.extend(["--router", "127.0.0.1:0"]);
+        }
         all.extend_from_slice(args);
         let mut process = Daemon::start(home, &all);
         let api = process.wait_for_line("API address", |line| {
@@ -196,7 +203,18 @@ impl Dev {
                 .map(|rest| rest.trim().to_owned())
                 .filter(|url| url.starts_with("http://"))
         });
-        Dev { api, process }
+        let router = routed.then(|| {
+            process.wait_for_line("router address", |line| {
+                let rest = line.trim_start().strip_prefix("router")?.trim();
+                let addr = rest.strip_prefix("http://")?.split_whitespace().next()?;
+                Some(addr.to_owned())
+            })
+        });
+        Dev {
+            api,
+            router,
+            process,
+        }
     }
 
     pub fn stop(&mut self) -> ExitStatus {
