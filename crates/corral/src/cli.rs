@@ -200,6 +200,10 @@ pub struct CreateArgs {
     /// A container port the process listens on (repeatable); the first is $PORT
     #[arg(long = "port", short = 'p', value_name = "PORT", value_parser = parse_port)]
     pub ports: Vec<u16>,
+    /// A TCP route (repeatable): connections to EXTERNAL on a router (within its
+    /// --tcp-ports) reach the instances' container PORT; without PORT, as --route
+    #[arg(long = "tcp-route", value_name = "EXTERNAL[:PORT]", value_parser = parse_tcp_route)]
+    pub tcp_routes: Vec<(u16, Option<u16>)>,
     /// Domain of the LRP [default: default]
     #[arg(long, value_name = "DOMAIN")]
     pub domain: Option<String>,
@@ -486,6 +490,14 @@ pub fn parse_check(arg: &str) -> Result<model::CheckKind, String> {
     }
 }
 
+/// Parses `EXTERNAL[:PORT]`: the router's port, and the container port.
+pub fn parse_tcp_route(arg: &str) -> Result<(u16, Option<u16>), String> {
+    match arg.split_once(':') {
+        Some((external, port)) => Ok((parse_port(external)?, Some(parse_port(port)?))),
+        None => Ok((parse_port(arg)?, None)),
+    }
+}
+
 pub fn parse_port(arg: &str) -> Result<u16, String> {
     match arg.parse::<u16>() {
         Ok(port) if port > 0 => Ok(port),
@@ -496,6 +508,15 @@ pub fn parse_port(arg: &str) -> Result<u16, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tcp_routes() {
+        assert_eq!(parse_tcp_route("10001"), Ok((10001, None)));
+        assert_eq!(parse_tcp_route("10001:9000"), Ok((10001, Some(9000))));
+        assert!(parse_tcp_route("0:80").is_err());
+        assert!(parse_tcp_route("10001:").is_err());
+        assert!(parse_tcp_route("web:80").is_err());
+    }
 
     #[test]
     fn env_values() {

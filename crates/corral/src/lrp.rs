@@ -3,7 +3,7 @@
 use anyhow::{Context, Result, bail};
 use api::{LrpCreate, LrpPatch, LrpStatus, ResourcesInput};
 use client::Client;
-use model::{Action, HttpRoute, InstanceState, Lrp, Presence, Routes, Timestamp};
+use model::{Action, HttpRoute, InstanceState, Lrp, Presence, Routes, TcpRoute, Timestamp};
 
 use crate::cli::{CreateArgs, LsArgs, RmArgs, RouteArg, ScaleArgs, StatusArgs, UpdateArgs};
 use crate::output::{self, ago, print_json, render, shell_word, table};
@@ -141,10 +141,22 @@ pub fn lrp_create(args: &CreateArgs) -> Result<LrpCreate> {
             port: route.port.unwrap_or(default_port),
         })
         .collect();
+    let tcp: Vec<TcpRoute> = args
+        .tcp_routes
+        .iter()
+        .map(|&(external_port, port)| TcpRoute {
+            external_port,
+            container_port: port.unwrap_or(default_port),
+        })
+        .collect();
     let mut ports = args.ports.clone();
-    for route in &http {
-        if !ports.contains(&route.port) {
-            ports.push(route.port);
+    let routed = http
+        .iter()
+        .map(|r| r.port)
+        .chain(tcp.iter().map(|r| r.container_port));
+    for port in routed {
+        if !ports.contains(&port) {
+            ports.push(port);
         }
     }
     let mut env = args.env.clone();
@@ -169,7 +181,7 @@ pub fn lrp_create(args: &CreateArgs) -> Result<LrpCreate> {
         env,
         ports,
         checks: checks(args),
-        routes: (!http.is_empty()).then(|| Routes { http, tcp: vec![] }),
+        routes: (!http.is_empty() || !tcp.is_empty()).then_some(Routes { http, tcp }),
         placement_tags: vec![],
         crash_policy: None,
         annotation: args.annotation.clone().unwrap_or_default(),
@@ -512,6 +524,26 @@ mod tests {
                    "instances": 3, "resources": {"memory_mb": 256, "disk_mb": 512},
                    "action": {"run": {"path": "python3", "args": ["-m", "http.server"]}},
                    "env": {"A": "1", "B": "x=y"}, "annotation": "team a"}),
+        );
+        // A TCP route names the router's port and, like --route, the container port
+        // or the first --port.
+        check(
+            &[
+                "echo",
+                "-p",
+                "9000",
+                "--tcp-route",
+                "10001",
+                "--tcp-route",
+                "10002:9001",
+                "--",
+                "srv",
+            ],
+            json!({"name": "echo", "instances": 1, "resources": {},
+                   "action": {"run": {"path": "srv", "args": []}},
+                   "env": {"PORT": "9000"}, "ports": [9000, 9001],
+                   "routes": {"tcp": [{"external_port": 10001, "container_port": 9000},
+                                      {"external_port": 10002, "container_port": 9001}]}}),
         );
         // A route without any port: 8080, with PORT set for the process.
         check(

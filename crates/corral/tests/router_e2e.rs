@@ -352,7 +352,22 @@ fn websockets_and_tcp_routes_pass_through() {
             &ws.display().to_string(),
         ],
     );
-    create_tcp_echo(&dev, &tcp, external);
+    ok(
+        dev.home(),
+        &[
+            "create",
+            "echo",
+            "-p",
+            "9000",
+            "--tcp-route",
+            &format!("{external}:9000"),
+            "--check",
+            "tcp:9000",
+            "--",
+            "python3",
+            &tcp.display().to_string(),
+        ],
+    );
 
     // WebSocket: the handshake of RFC 6455's example, whose answer is known, then two
     // masked text frames echoed back.
@@ -424,48 +439,6 @@ fn read_head(stream: &mut TcpStream) -> Option<String> {
         head.push(byte[0]);
     }
     Some(String::from_utf8_lossy(&head).into_owned())
-}
-
-/// The CLI has no flag for TCP routes: the LRP is created through the API.
-fn create_tcp_echo(dev: &DevRouter, script: &Path, external: u16) {
-    let api = dev.dev.as_ref().expect("running").api.clone();
-    let token = std::fs::read_to_string(dev.home().join("dev").join("token")).expect("the token");
-    let client = client::Client::new(&api, Some(token.trim().to_owned())).expect("a client");
-    let create = api::LrpCreate {
-        name: "echo".to_owned(),
-        domain: None,
-        rootfs: None,
-        instances: 1,
-        resources: api::ResourcesInput::default(),
-        setup: None,
-        action: model::Action::run("python3", [script.display().to_string()]),
-        env: vec![("PORT".to_owned(), "9000".to_owned())],
-        ports: vec![9000],
-        checks: Some(model::Checks {
-            liveness: Some(model::Check {
-                kind: model::CheckKind::Tcp { port: 9000 },
-                interval_ms: 30_000,
-                timeout_ms: 1_000,
-            }),
-            ..model::Checks::default()
-        }),
-        routes: Some(model::Routes {
-            http: vec![],
-            tcp: vec![model::TcpRoute {
-                external_port: external,
-                container_port: 9000,
-            }],
-        }),
-        placement_tags: vec![],
-        crash_policy: None,
-        annotation: String::new(),
-    };
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("a runtime")
-        .block_on(client.create_lrp(&create))
-        .expect("create the TCP echo LRP");
 }
 
 /// A WebSocket echo server on $PORT with nothing but Python's standard library.

@@ -8,7 +8,9 @@
 //!   in flight and open connections keep the table they started with.
 //! - [`proxy`] serves HTTP/1.1 and HTTP/2 (prior knowledge, no TLS) on hyper, routes by
 //!   `Host`, balances over the endpoints, retries idempotent requests without a body on
-//!   another endpoint when a backend cannot be reached, passes upgrades (WebSocket)
+//!   another endpoint when a backend cannot be reached or breaks off before its answer
+//!   is complete (answers of up to 64 KiB to such requests are read whole before they
+//!   are passed on, when another endpoint is left to try), passes upgrades (WebSocket)
 //!   through, and adds `X-Forwarded-For/Proto/Host` and `X-Request-Id`. Upstream
 //!   connections are pooled and kept alive.
 //! - [`tcp`] listens on the external ports of TCP routes within the range it is given

@@ -4,6 +4,7 @@
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -416,6 +417,97 @@ async fn an_endpoint_dying_mid_answer_costs_a_try_not_the_request() {
             (StatusCode::OK, Some("alive GET /"))
         );
     }
+}
+
+/// A backend that answers one request per connection, then closes it without saying
+/// so (as one whose keep-alive timeout is short does); it counts its connections.
+async fn answers_once_per_connection() -> (SocketAddr, Arc<AtomicUsize>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let counter = accepted.clone();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            counter.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match stream.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let _ = stream
+                    .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nonce\n")
+                    .await;
+            });
+        }
+    });
+    (addr, accepted)
+}
+
+/// A backend like [`backend`] that counts the connections it accepted.
+async fn counting_backend() -> (SocketAddr, Arc<AtomicUsize>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let counter = accepted.clone();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            counter.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                let service = service_fn(|_request: Request<Incoming>| async {
+                    Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"kept\n"))))
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    (addr, accepted)
+}
+
+#[tokio::test]
+async fn upstream_connections_are_kept_alive() {
+    let (addr, accepted) = counting_backend().await;
+    let table = Table::rebuild([lrp("web", "web.test", None)], [running("web", 0, addr)]);
+    let proxy = Proxy::start(&table, Balance::RoundRobin).await;
+    let client = client();
+    for _ in 0..20 {
+        let (status, body) = send(&client, get(proxy.addr, "web.test", "/")).await;
+        assert_eq!((status, body.as_str()), (StatusCode::OK, "kept\n"));
+    }
+    // Another client connection's request goes over the same, idle, connection.
+    let other = self::client();
+    let (status, _) = send(&other, get(proxy.addr, "web.test", "/")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(accepted.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn an_upstream_connection_the_endpoint_closed_is_not_a_failure() {
+    // One endpoint, so there is nowhere else to retry: each request must find that
+    // the connection it used before is gone and open a new one. POST, so no retry
+    // hides a failure either.
+    let (addr, accepted) = answers_once_per_connection().await;
+    let table = Table::rebuild([lrp("web", "web.test", None)], [running("web", 0, addr)]);
+    let proxy = Proxy::start(&table, Balance::RoundRobin).await;
+    let client = client();
+    for i in 0..20 {
+        let request = Request::post(format!("http://{}/", proxy.addr))
+            .header("host", "web.test")
+            .body(Full::new(Bytes::from(format!("request {i}"))))
+            .unwrap();
+        let (status, body) = send(&client, request).await;
+        assert_eq!(
+            (status, body.as_str()),
+            (StatusCode::OK, "once\n"),
+            "request {i}"
+        );
+    }
+    assert_eq!(accepted.load(Ordering::SeqCst), 20);
 }
 
 #[tokio::test]

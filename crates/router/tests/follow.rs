@@ -90,6 +90,11 @@ async fn until(router: SocketAddr, host: &str, status: u16) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_table_follows_the_server_and_survives_its_restart() {
+    // Shown when the test fails.
+    let _ = tracing_subscriber::fmt()
+        .with_test_writer()
+        .with_env_filter(tracing_subscriber::EnvFilter::new("info,server=warn"))
+        .try_init();
     let dir = tempfile::tempdir().expect("tempdir");
     let server = start_server(dir.path(), "127.0.0.1:0".parse().unwrap()).await;
     let api = format!("http://{}", server.addr());

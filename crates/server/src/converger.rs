@@ -64,8 +64,13 @@ pub(crate) async fn pass(state: &AppState, fence: &Fence) -> Result<(), StoreErr
     let started = Instant::now();
     let store = &state.store;
     let now = state.now();
-    let lrps = store.list_lrps(&LrpFilter::default()).await?;
+    // Instances before LRPs: the two reads are not one snapshot, and an instance row
+    // made by a scale-up between them must not look extra against the LRP as it was
+    // before (it would be retired). Read in this order, a row seen was wanted by an
+    // LRP read no earlier; a row a scale-down removes in between is already gone, so
+    // its retirement only races.
     let instances = store.list_instances(&InstanceFilter::default()).await?;
+    let lrps = store.list_lrps(&LrpFilter::default()).await?;
     let tasks = store.list_tasks(&TaskFilter::default()).await?;
     let domains = store.list_domains().await?;
     let live_cells: BTreeSet<Name> = store

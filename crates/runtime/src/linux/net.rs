@@ -176,6 +176,16 @@ table ip {table} {{
     /// Takes `count` free host ports, round robin, skipping ports a host process listens
     /// on.
     pub(super) fn allocate_ports(&mut self, count: usize) -> anyhow::Result<Vec<u16>> {
+        self.allocate_ports_where(count, |port| TcpListener::bind(("0.0.0.0", port)).is_ok())
+    }
+
+    /// [`Self::allocate_ports`] with the host probe given: `free(port)` says whether
+    /// nothing on the host holds `port`.
+    fn allocate_ports_where(
+        &mut self,
+        count: usize,
+        free: impl Fn(u16) -> bool,
+    ) -> anyhow::Result<Vec<u16>> {
         let mut taken = Vec::with_capacity(count);
         let span = usize::from(*self.host_ports.end() - *self.host_ports.start()) + 1;
         let mut tried = 0;
@@ -195,7 +205,7 @@ table ip {table} {{
             } else {
                 port + 1
             };
-            if self.used_ports.contains(&port) || TcpListener::bind(("0.0.0.0", port)).is_err() {
+            if self.used_ports.contains(&port) || !free(port) {
                 continue;
             }
             self.used_ports.insert(port);
@@ -357,14 +367,34 @@ mod tests {
         assert!(net.allocate_address().is_err());
     }
 
+    // The host probe is given, so these do not depend on what this machine listens on.
     #[test]
     fn ports_run_out_and_come_back() {
         let mut net = network();
-        let ports = net.allocate_ports(3).unwrap();
-        assert_eq!(ports.len(), 3);
-        assert!(net.allocate_ports(1).is_err());
+        let all_free = |_| true;
+        let ports = net.allocate_ports_where(3, all_free).unwrap();
+        assert_eq!(ports, vec![40000, 40001, 40002]);
+        assert!(net.allocate_ports_where(1, all_free).is_err());
         net.release(Ipv4Addr::UNSPECIFIED, &ports[..1]);
-        assert_eq!(net.allocate_ports(1).unwrap(), vec![ports[0]]);
+        assert_eq!(net.allocate_ports_where(1, all_free).unwrap(), vec![40000]);
+    }
+
+    #[test]
+    fn ports_a_host_process_holds_are_skipped() {
+        let mut net = network();
+        let ports = net.allocate_ports_where(2, |port| port != 40001).unwrap();
+        assert_eq!(ports, vec![40000, 40002]);
+        let err = net
+            .allocate_ports_where(1, |port| port != 40001)
+            .unwrap_err();
+        assert!(err.to_string().contains("40000-40002"), "{err}");
+    }
+
+    #[test]
+    fn a_failed_allocation_takes_nothing() {
+        let mut net = network();
+        assert!(net.allocate_ports_where(4, |_| true).is_err());
+        assert_eq!(net.allocate_ports_where(3, |_| true).unwrap().len(), 3);
     }
 
     #[test]
