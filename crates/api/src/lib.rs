@@ -39,3 +39,19 @@ pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 pub struct List<T> {
     pub items: Vec<T>,
 }
+
+/// The action a create request gives, or the image's own command when it gives none
+/// and its rootfs is an image; without either there is nothing to run.
+fn default_action(
+    action: Option<model::Action>,
+    rootfs: &model::Rootfs,
+) -> Result<model::Action, model::ValidationError> {
+    match action {
+        Some(action) => Ok(action),
+        None if !matches!(rootfs, model::Rootfs::Preloaded(_)) => Ok(model::Action::run_image()),
+        None => Err(model::ValidationError::new(
+            "action",
+            format!("is required: {rootfs} has no command of its own (a docker:// image does)"),
+        )),
+    }
+}

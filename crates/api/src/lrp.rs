@@ -24,7 +24,9 @@ pub struct LrpCreate {
     pub resources: ResourcesInput,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub setup: Option<Action>,
-    pub action: Action,
+    /// Absent: the image's own command (`run_image`), which needs an image rootfs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub action: Option<Action>,
     #[serde(
         default,
         skip_serializing_if = "Vec::is_empty",
@@ -152,10 +154,13 @@ impl ResourcesInput {
 impl LrpCreate {
     /// The validated spec, or the first field at fault.
     pub fn into_spec(self) -> Result<LrpSpec, ValidationError> {
+        let name = Name::parse("name", &self.name)?;
+        let domain = Name::parse("domain", self.domain.as_deref().unwrap_or(DEFAULT_DOMAIN))?;
+        let rootfs = Rootfs::parse("rootfs", self.rootfs.as_deref().unwrap_or(DEFAULT_ROOTFS))?;
         let spec = LrpSpec {
-            name: Name::parse("name", &self.name)?,
-            domain: Name::parse("domain", self.domain.as_deref().unwrap_or(DEFAULT_DOMAIN))?,
-            rootfs: Rootfs::parse("rootfs", self.rootfs.as_deref().unwrap_or(DEFAULT_ROOTFS))?,
+            name,
+            domain,
+            rootfs: rootfs.clone(),
             instances: bounded("instances", self.instances, model::limits::INSTANCES as u64)?
                 as u32,
             resources: self
@@ -163,7 +168,7 @@ impl LrpCreate {
                 .into_resources()
                 .map_err(|e| e.within("resources"))?,
             setup: self.setup,
-            action: self.action,
+            action: crate::default_action(self.action, &rootfs)?,
             env: self.env,
             ports: self.ports,
             checks: self.checks.unwrap_or_default(),
@@ -233,6 +238,29 @@ mod tests {
             ),
             Err("annotation: is 10241 bytes, more than the limit of 10240"),
         );
+        // Without an action, an image runs its own command; anything else has none.
+        check(
+            r#"{"name": "web", "rootfs": "docker://127.0.0.1:5000/web:1"}"#,
+            Ok(()),
+        );
+        check(
+            r#"{"name": "web"}"#,
+            Err(
+                "action: is required: preloaded:host has no command of its own (a docker:// image does)",
+            ),
+        );
+        check(
+            r#"{"name": "web", "rootfs": "preloaded:busybox", "action": {"serial": [{"run_image": {}}]}}"#,
+            Err(
+                "action: runs the image's command, but preloaded:busybox is not an image: use a docker:// rootfs or name a command",
+            ),
+        );
+        let spec =
+            serde_json::from_str::<LrpCreate>(r#"{"name": "web", "rootfs": "docker://redis"}"#)
+                .unwrap()
+                .into_spec()
+                .unwrap();
+        assert_eq!(spec.action, model::Action::run_image());
     }
 
     #[test]

@@ -18,7 +18,9 @@ pub struct TaskCreate {
     pub rootfs: Option<String>,
     #[serde(default)]
     pub resources: ResourcesInput,
-    pub action: Action,
+    /// Absent: the image's own command (`run_image`), which needs an image rootfs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub action: Option<Action>,
     #[serde(
         default,
         skip_serializing_if = "Vec::is_empty",
@@ -43,14 +45,16 @@ impl TaskCreate {
             .as_deref()
             .map(|id| Name::parse("id", id))
             .transpose()?;
+        let domain = Name::parse("domain", self.domain.as_deref().unwrap_or(DEFAULT_DOMAIN))?;
+        let rootfs = Rootfs::parse("rootfs", self.rootfs.as_deref().unwrap_or(DEFAULT_ROOTFS))?;
         let spec = TaskSpec {
-            domain: Name::parse("domain", self.domain.as_deref().unwrap_or(DEFAULT_DOMAIN))?,
-            rootfs: Rootfs::parse("rootfs", self.rootfs.as_deref().unwrap_or(DEFAULT_ROOTFS))?,
+            domain,
+            rootfs: rootfs.clone(),
             resources: self
                 .resources
                 .into_resources()
                 .map_err(|e| e.within("resources"))?,
-            action: self.action,
+            action: crate::default_action(self.action, &rootfs)?,
             env: self.env,
             result_file: self.result_file,
             completion_callback_url: self.completion_callback_url,

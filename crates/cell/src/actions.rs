@@ -48,6 +48,10 @@ pub fn execute<'a>(ctx: &'a Context, action: &'a Action) -> Boxed<'a> {
     Box::pin(async move {
         match action {
             Action::Run(run) => run_process(ctx, run).await,
+            // The work resolves these against the image before anything runs.
+            Action::RunImage(_) => Err(ActionError(
+                "run_image: the image's command was not resolved before running".to_owned(),
+            )),
             Action::Download(download) => ctx.downloads.fetch_into(ctx, download).await,
             Action::Serial(actions) => {
                 for action in actions {
@@ -790,7 +794,7 @@ mod tests {
     fn downloads_in(action: &Action) -> Vec<&DownloadAction> {
         match action {
             Action::Download(download) => vec![download],
-            Action::Run(_) => vec![],
+            Action::Run(_) | Action::RunImage(_) => vec![],
             Action::Serial(actions) | Action::Parallel(actions) | Action::Codependent(actions) => {
                 actions.iter().flat_map(downloads_in).collect()
             }

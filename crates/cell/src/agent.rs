@@ -18,13 +18,15 @@ use std::time::Duration;
 use anyhow::Context as _;
 use api::{AssignmentsRequest, Heartbeat, Report, WorkItem};
 use client::Client;
-use model::{Cell, CellCapacity, Name, TaskState};
-use runtime::{ContainerRuntime, RuntimeEvent};
+use image::Credentials;
+use model::{Cell, CellCapacity, Name, Rootfs, TaskState};
+use runtime::{ContainerRuntime, RootfsSpec, RuntimeEvent};
 use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
 use tracing::{info, warn};
 
 use crate::actions::Downloads;
+use crate::images::{Images, Pulled};
 use crate::record::{Kind, Record, Records, task_container};
 use crate::reporter::Reporter;
 use crate::stacks::Stacks;
@@ -90,6 +92,8 @@ pub struct Agent {
     pub(crate) reporter: Reporter,
     pub(crate) records: Records,
     pub(crate) downloads: Arc<Downloads>,
+    /// The image cache, when the cell runs `docker://` images.
+    pub(crate) images: Option<Arc<Images>>,
     pub(crate) evacuating: watch::Sender<bool>,
     state: Mutex<State>,
     /// Signalled whenever held work ends.
@@ -111,6 +115,13 @@ impl Agent {
         let client = Client::new(&config.server, config.token.clone())?;
         let records = Records::new(&config.state_dir.join("records"))?;
         let downloads = Arc::new(Downloads::new(&config.state_dir.join("downloads"))?);
+        let images = match &config.stacks.images {
+            Some(source) => Some(Arc::new(Images::open(
+                &config.state_dir.join("images"),
+                source.clone(),
+            )?)),
+            None => None,
+        };
         Ok(Arc::new(Agent {
             reporter: Reporter::start(client.clone()),
             client,
@@ -119,6 +130,7 @@ impl Agent {
                 .build()?,
             records,
             downloads,
+            images,
             evacuating: watch::channel(false).0,
             state: Mutex::new(State::default()),
             changed: Notify::new(),
@@ -171,6 +183,52 @@ impl Agent {
             () = self.drain_requested.notified() => {}
         }
         Ok(self.drain().await)
+    }
+
+    /// The container's root filesystem for `rootfs`, and the image behind it when it
+    /// is one (pulled first: only what the cache lacks is downloaded); or why this cell
+    /// cannot give it.
+    pub(crate) async fn rootfs(
+        &self,
+        rootfs: &Rootfs,
+    ) -> Result<(RootfsSpec, Option<Pulled>), String> {
+        match (rootfs, &self.images) {
+            (Rootfs::Docker(image), Some(images)) => {
+                let pulled = images.pull(image, &Credentials::Anonymous).await?;
+                // A layer an image lists twice is one lower directory (overlayfs
+                // refuses the same one twice); the upper copy shadows the lower.
+                let mut lower: Vec<_> = Vec::new();
+                for layer in pulled.image.layers.iter().rev() {
+                    if !lower.contains(layer) {
+                        lower.push(layer.clone());
+                    }
+                }
+                lower.reverse();
+                Ok((RootfsSpec::Layers { lower }, Some(pulled)))
+            }
+            _ => Ok((self.config.stacks.resolve(rootfs)?, None)),
+        }
+    }
+
+    /// Trims the image cache to its limit, keeping the layers of every container that
+    /// has a record.
+    pub(crate) async fn trim_images(&self) {
+        let Some(images) = self.images.clone() else {
+            return;
+        };
+        let records = self.records.clone();
+        let trimmed = tokio::task::spawn_blocking(move || {
+            let in_use: Vec<String> = records
+                .all()
+                .iter()
+                .filter_map(|container| records.load(container))
+                .flat_map(|record| record.image_layers)
+                .collect();
+            images.evict(&in_use);
+        });
+        if let Err(e) = trimmed.await {
+            warn!(error = %e, "trimming the image cache did not finish");
+        }
     }
 
     /// The cell as announced in heartbeats.
@@ -410,6 +468,7 @@ impl Agent {
                     info: None,
                     processes: Vec::new(),
                     running: false,
+                    image_layers: Vec::new(),
                 };
                 self.spawn_work(instance_id, record, None, Instant::now());
             }
@@ -457,6 +516,7 @@ impl Agent {
                     info: None,
                     processes: Vec::new(),
                     running: false,
+                    image_layers: Vec::new(),
                 };
                 self.spawn_work(container, record, None, Instant::now());
             }

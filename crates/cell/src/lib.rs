@@ -12,10 +12,12 @@ mod checks;
 #[cfg(test)]
 mod fake;
 mod http;
+mod images;
 mod record;
 mod reporter;
 mod stacks;
 mod work;
 
 pub use agent::{Agent, CellConfig, Drained};
+pub use images::ImageSource;
 pub use stacks::{Stacks, detect_capacity};

@@ -19,6 +19,10 @@ pub(crate) struct Record {
     /// The instance passed its startup and was reported RUNNING.
     #[serde(default)]
     pub(crate) running: bool,
+    /// The digests of the image layers the container runs on, kept from eviction
+    /// while this record exists.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub(crate) image_layers: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -6,12 +6,17 @@ use std::path::PathBuf;
 use model::{CellCapacity, Rootfs};
 use runtime::RootfsSpec;
 
+use crate::images::ImageSource;
+
 /// The stacks of a cell, by name: `preloaded:NAME` resolves here.
 #[derive(Debug, Clone, Default)]
 pub struct Stacks {
     /// Whether `preloaded:host` (the host's root, read-only) is offered.
     pub host: bool,
     pub dirs: BTreeMap<String, PathBuf>,
+    /// Where `docker://` images come from; none when the cell runs no images (its
+    /// backend has no root filesystems of its own).
+    pub images: Option<ImageSource>,
 }
 
 impl Stacks {
@@ -20,6 +25,9 @@ impl Stacks {
         let mut names: Vec<String> = self.dirs.keys().cloned().collect();
         if self.host {
             names.push("host".to_owned());
+        }
+        if self.images.is_some() {
+            names.push("docker".to_owned());
         }
         names.sort();
         names
@@ -68,9 +76,10 @@ mod tests {
 
     #[test]
     fn stacks_resolve_by_name() {
-        let stacks = Stacks {
+        let mut stacks = Stacks {
             host: true,
             dirs: [("busybox".to_owned(), PathBuf::from("/s/busybox"))].into(),
+            images: None,
         };
         assert_eq!(stacks.providers(), ["busybox", "host"]);
         assert_eq!(
@@ -87,5 +96,11 @@ mod tests {
             stacks.resolve(&Rootfs::Preloaded("cflinuxfs4".into())),
             Err("this cell has no stack preloaded:cflinuxfs4".to_owned())
         );
+        stacks.images = Some(ImageSource {
+            default_registry: "docker.io".into(),
+            insecure_registries: vec![],
+            cache_limit_bytes: 0,
+        });
+        assert_eq!(stacks.providers(), ["busybox", "docker", "host"]);
     }
 }

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use api::{Report, ReportResult};
 use futures::FutureExt;
-use model::{Lrp, PortMapping, Task};
+use model::{Action, Lrp, PortMapping, Task};
 use runtime::{ContainerInfo, ContainerSpec, ExitStatus, Limits, ProcessId};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
@@ -18,6 +18,7 @@ use tracing::{info, warn};
 use crate::actions::{self, ActionError, Context};
 use crate::agent::Agent;
 use crate::checks;
+use crate::images::Pulled;
 use crate::record::{Kind, Record};
 
 /// Why a container is being stopped.
@@ -63,6 +64,7 @@ pub(crate) async fn drive(
                 instance_id,
                 record,
                 stop,
+                image: None,
             };
             instance.run(adopted).await;
         }
@@ -79,6 +81,7 @@ pub(crate) async fn drive(
         }
     }
     agent.records.remove(&container);
+    agent.trim_images().await;
 }
 
 struct Instance {
@@ -89,6 +92,8 @@ struct Instance {
     instance_id: String,
     record: Record,
     stop: watch::Receiver<Option<Stop>>,
+    /// The image the container runs on, held until it is gone.
+    image: Option<Pulled>,
 }
 
 /// How an instance's life ended.
@@ -168,7 +173,22 @@ impl Instance {
         self.save();
         let (started_tx, mut started) = mpsc::unbounded_channel();
         let ctx = Arc::new(self.context(&info, started_tx));
-        if let Some(setup) = self.lrp.spec.setup.clone() {
+        let setup = match self
+            .lrp
+            .spec
+            .setup
+            .as_ref()
+            .map(|a| with_image(a, &self.image))
+        {
+            Some(Err(reason)) => return End::Crashed(reason),
+            Some(Ok(setup)) => Some(setup),
+            None => None,
+        };
+        let action = match with_image(&self.lrp.spec.action, &self.image) {
+            Ok(action) => action,
+            Err(reason) => return End::Crashed(reason),
+        };
+        if let Some(setup) = setup {
             let ctx = ctx.clone();
             let setup = async move { actions::execute(&ctx, &setup).await };
             match self.until_stop(setup).await {
@@ -179,7 +199,6 @@ impl Instance {
             // Setup's processes are not the instance's.
             while started.try_recv().is_ok() {}
         }
-        let action = self.lrp.spec.action.clone();
         let main_ctx = ctx.clone();
         let mut main: JoinHandle<Result<(), ActionError>> =
             tokio::spawn(async move { actions::execute(&main_ctx, &action).await });
@@ -393,18 +412,31 @@ impl Instance {
         }
     }
 
-    async fn create(&self) -> Result<ContainerInfo, String> {
+    async fn create(&mut self) -> Result<ContainerInfo, String> {
         let spec = &self.lrp.spec;
-        let rootfs = self.agent.config.stacks.resolve(&spec.rootfs)?;
+        let (rootfs, image) = match self.until_stop(self.agent.rootfs(&spec.rootfs)).await {
+            Ok(prepared) => prepared?,
+            Err(_) => return Err("stopped while starting".into()),
+        };
+        // An image's ports are published when the LRP names none.
+        let ports = match &image {
+            Some(image) if spec.ports.is_empty() => image.exposed_ports(),
+            _ => spec.ports.clone(),
+        };
         let container = ContainerSpec {
             id: self.container.clone(),
             rootfs,
             limits: limits(&spec.resources),
-            env: Vec::new(),
+            env: image.as_ref().map(Pulled::env).unwrap_or_default(),
             mounts: Vec::new(),
-            ports: spec.ports.clone(),
+            ports,
             hostname: format!("{}-{}", spec.name, self.index).to_lowercase(),
         };
+        if let Some(image) = &image {
+            self.record.image_layers = image.layer_digests();
+            self.save();
+        }
+        self.image = image;
         let created = self.agent.runtime.create(container);
         match self.until_stop(created).await {
             Ok(Ok(info)) => Ok(info),
@@ -482,6 +514,17 @@ impl Drop for AbortOnDrop {
     }
 }
 
+/// `action` with its `run_image` nodes made runs of the image's command.
+fn with_image(action: &Action, image: &Option<Pulled>) -> Result<Action, String> {
+    match image {
+        Some(image) => action.with_image(&image.command()),
+        None if action.uses_image() => {
+            Err("run_image: the rootfs is not an image, so there is no command to run".into())
+        }
+        None => Ok(action.clone()),
+    }
+}
+
 fn limits(resources: &model::Resources) -> Limits {
     Limits {
         memory_bytes: resources.memory_mb * 1024 * 1024,
@@ -544,17 +587,35 @@ async fn run_task(
                 _ => return,
             }
             agent.records.save(&container, &record);
+            // A pull may take long: a cancel meanwhile ends the task at once.
+            let prepared = tokio::select! {
+                biased;
+                why = stopped(&mut stop) => {
+                    info!(%container, ?why, "task stopped while its image was pulled");
+                    Err("task was cancelled".to_owned())
+                }
+                prepared = agent.rootfs(&task.spec.rootfs) => prepared,
+            };
+            let prepared = prepared.and_then(|(rootfs, image)| {
+                let action = with_image(&task.spec.action, &image)?;
+                Ok((rootfs, image, action))
+            });
+            let (rootfs, image, action) = match prepared {
+                Ok(prepared) => prepared,
+                Err(reason) => {
+                    let _ = agent.reporter.ask(complete(true, Some(reason), None)).await;
+                    return;
+                }
+            };
+            if let Some(image) = &image {
+                record.image_layers = image.layer_digests();
+                agent.records.save(&container, &record);
+            }
             let spec = ContainerSpec {
                 id: container.clone(),
-                rootfs: match agent.config.stacks.resolve(&task.spec.rootfs) {
-                    Ok(rootfs) => rootfs,
-                    Err(reason) => {
-                        let _ = agent.reporter.ask(complete(true, Some(reason), None)).await;
-                        return;
-                    }
-                },
+                rootfs,
                 limits: limits(&task.spec.resources),
-                env: Vec::new(),
+                env: image.as_ref().map(Pulled::env).unwrap_or_default(),
                 mounts: Vec::new(),
                 ports: Vec::new(),
                 hostname: "task".to_owned(),
@@ -575,15 +636,16 @@ async fn run_task(
                         downloads: agent.downloads.clone(),
                         started: started_tx,
                     };
-                    let run = actions::execute(&ctx, &task.spec.action);
+                    let run = actions::execute(&ctx, &action);
                     let mut run = std::pin::pin!(run);
                     let result = loop {
                         tokio::select! {
-                            result = &mut run => break Some(result),
+                            biased;
                             why = stopped(&mut stop) => {
                                 info!(%container, ?why, "task stopped");
                                 break None;
                             }
+                            result = &mut run => break Some(result),
                             Some(p) = started.recv() => {
                                 record.processes.push(p);
                                 agent.records.save(&container, &record);

@@ -85,6 +85,17 @@ pub struct CellRunArgs {
     /// (repeatable)
     #[arg(long = "stack", value_name = "NAME=DIR", value_parser = parse_stack)]
     pub stacks: Vec<(String, PathBuf)>,
+    /// Registry of short image names (docker://library/redis, docker://redis:7)
+    #[arg(long, value_name = "HOST", default_value = image::DOCKER_HUB)]
+    pub default_registry: String,
+    /// A registry spoken to over plain HTTP (HOST:PORT, repeatable); those on loopback
+    /// always are
+    #[arg(long = "insecure-registry", value_name = "HOST:PORT")]
+    pub insecure_registries: Vec<String>,
+    /// Most disk the image cache may use, in MB: images no container uses are removed,
+    /// least recently used first, until it fits (those in use always stay)
+    #[arg(long, value_name = "MB", default_value_t = 10_240)]
+    pub image_cache_mb: u64,
     /// Placement tags work must carry to land here (repeatable)
     #[arg(long = "tag", value_name = "TAG")]
     pub tags: Vec<String>,
@@ -302,6 +313,13 @@ pub async fn prepare(
     let mut stacks = Stacks {
         host: true,
         dirs: BTreeMap::new(),
+        // Image layers are overlayfs lower directories: only the linux backend has
+        // root filesystems to stack them in.
+        images: (backend == BackendChoice::Linux).then(|| cell::ImageSource {
+            default_registry: args.default_registry.clone(),
+            insecure_registries: args.insecure_registries.clone(),
+            cache_limit_bytes: args.image_cache_mb.saturating_mul(1024 * 1024),
+        }),
     };
     if backend == BackendChoice::Linux
         && let Some(dir) = runtime::linux::prepare_busybox_stack(&state_dir.join("stacks"))?

@@ -123,15 +123,26 @@ pub async fn rm(client: &Client, args: &RmArgs) -> Result<()> {
     Ok(())
 }
 
+/// The action for the command after `--`; none (the image's own command) when there
+/// is no command and the rootfs is an image.
+pub fn command_action(command: &[String], rootfs: Option<&str>) -> Result<Option<Action>> {
+    match command.split_first() {
+        Some((path, rest)) => Ok(Some(Action::run(path, rest))),
+        None if rootfs.is_some_and(|r| r.starts_with("docker://") || r.starts_with("oci:")) => {
+            Ok(None)
+        }
+        None => {
+            bail!("name the command to run after `--` (only a docker:// image has one of its own)")
+        }
+    }
+}
+
 /// The create request for the flags. Ports follow Diego's habits: a route without a
 /// port goes to the first `--port`, or to 8080 when there is none; a route's explicit
 /// port is exposed too; and the process learns its first port from `$PORT` unless the
 /// user set it.
 pub fn lrp_create(args: &CreateArgs) -> Result<LrpCreate> {
-    let (path, rest) = args
-        .command
-        .split_first()
-        .context("name the command to run after `--`")?;
+    let action = command_action(&args.command, args.rootfs.as_deref())?;
     let default_port = args.ports.first().copied().unwrap_or(DEFAULT_PORT);
     let http: Vec<HttpRoute> = args
         .routes
@@ -177,7 +188,7 @@ pub fn lrp_create(args: &CreateArgs) -> Result<LrpCreate> {
             max_pids: args.max_pids.map(i64::from),
         },
         setup: None,
-        action: Action::run(path, rest),
+        action,
         env,
         ports,
         checks: checks(args),
@@ -419,6 +430,15 @@ pub fn describe_action(action: &Action) -> String {
             .map(|w| shell_word(w))
             .collect::<Vec<_>>()
             .join(" "),
+        Action::RunImage(run) if run.args.is_empty() => "the image's command".to_owned(),
+        Action::RunImage(run) => format!(
+            "the image's entrypoint with {}",
+            run.args
+                .iter()
+                .map(|w| shell_word(w))
+                .collect::<Vec<_>>()
+                .join(" ")
+        ),
         Action::Download(download) => format!("download {} to {}", download.from, download.to),
         Action::Serial(actions) => format!("serial: {}", describe_all(actions)),
         Action::Parallel(actions) => format!("parallel: {}", describe_all(actions)),
@@ -524,6 +544,16 @@ mod tests {
                    "instances": 3, "resources": {"memory_mb": 256, "disk_mb": 512},
                    "action": {"run": {"path": "python3", "args": ["-m", "http.server"]}},
                    "env": {"A": "1", "B": "x=y"}, "annotation": "team a"}),
+        );
+        // No command: a docker:// image runs its own; anything else needs one.
+        check(
+            &["web", "--rootfs", "docker://127.0.0.1:5000/web:1"],
+            json!({"name": "web", "rootfs": "docker://127.0.0.1:5000/web:1", "instances": 1,
+                   "resources": {}}),
+        );
+        assert_eq!(
+            lrp_create(&create_args(&["web"])).unwrap_err().to_string(),
+            "name the command to run after `--` (only a docker:// image has one of its own)"
         );
         // A TCP route names the router's port and, like --route, the container port
         // or the first --port.

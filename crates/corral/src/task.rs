@@ -3,10 +3,10 @@
 use anyhow::{Context, Result};
 use api::{ResourcesInput, TaskCreate};
 use client::{Client, TaskFilter};
-use model::{Action, Task, TaskState, Timestamp};
+use model::{Task, TaskState, Timestamp};
 
 use crate::cli::{TaskCommand, TaskIdArgs, TaskLsArgs, TaskSubmitArgs};
-use crate::lrp::{describe_action, megabytes};
+use crate::lrp::{command_action, describe_action, megabytes};
 use crate::output::{self, ago, print_json, render, table, utc};
 
 pub async fn run(client: &Client, command: &TaskCommand) -> Result<()> {
@@ -82,10 +82,7 @@ async fn rm(client: &Client, args: &TaskIdArgs) -> Result<()> {
 
 /// The submit request for the flags.
 pub fn task_create(args: &TaskSubmitArgs) -> Result<TaskCreate> {
-    let (path, rest) = args
-        .command
-        .split_first()
-        .context("name the command to run after `--`")?;
+    let action = command_action(&args.command, args.rootfs.as_deref())?;
     Ok(TaskCreate {
         id: args.id.clone(),
         domain: args.domain.clone(),
@@ -95,7 +92,7 @@ pub fn task_create(args: &TaskSubmitArgs) -> Result<TaskCreate> {
             disk_mb: args.disk.map(megabytes),
             ..ResourcesInput::default()
         },
-        action: Action::run(path, rest),
+        action,
         env: args.env.clone(),
         result_file: args.result_file.clone(),
         completion_callback_url: None,

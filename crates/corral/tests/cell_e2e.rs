@@ -4,6 +4,9 @@
 //! cell's processes, and what is left on the machine afterwards.
 
 mod common;
+// The image tests' registry and pusher.
+#[path = "../../image/tests/support/mod.rs"]
+mod image_support;
 
 use std::path::Path;
 use std::process::Command;
@@ -795,4 +798,111 @@ fn linux_agent_restart_readopts_containers() {
             .then_some(())
     });
     dev.stop();
+}
+
+/// Flips the last byte of a blob in the registry's storage: the registry serves it, and
+/// its digest no longer matches.
+fn corrupt(registry: &image_support::registry::Registry, digest: &image::Digest) {
+    let stored = registry.blob_file(digest);
+    let mut bytes = std::fs::read(&stored).expect("the stored blob");
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0xff;
+    std::fs::write(&stored, bytes).expect("corrupt the stored blob");
+}
+
+/// Images from a registry on 127.0.0.1 (Debian's docker-registry), pushed by the test:
+/// an LRP with no command runs the image's own, on its own port; a corrupted layer
+/// fails the instance with the reason and leaves nothing in the cell's cache; a second
+/// start of the same image downloads no blob.
+#[test]
+fn linux_cells_run_images_from_a_registry() {
+    if !linux_available() {
+        return;
+    }
+    if let Some(reason) = image_support::registry::skip_reason() {
+        eprintln!("{reason}");
+        return;
+    }
+    use image_support::push::{Entry, Pusher, busybox_layer};
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    let registry = rt.block_on(image_support::registry::Registry::start(None));
+    let addr = registry.addr.clone();
+    let good = busybox_layer(&[]);
+    rt.block_on(
+        Pusher::new(&addr, "test/busybox-httpd", None).image("1", std::slice::from_ref(&good)),
+    );
+    let broken = busybox_layer(&[Entry::File("www/broken", b"x\n", 0o644)]);
+    rt.block_on(Pusher::new(&addr, "test/broken", None).image("1", std::slice::from_ref(&broken)));
+    corrupt(&registry, &broken.digest());
+
+    let cell = DevCell::start("linux");
+    let home = cell.home();
+    let images = home.join("dev").join("cell").join("images");
+    let image = format!("docker://{addr}/test/busybox-httpd:1");
+
+    // No command and no port: the image's ENTRYPOINT, CMD and ExposedPorts.
+    ok(home, &["create", "web", "--rootfs", &image]);
+    let status = running(home, "web", 1);
+    let port = host_port(&status, 0, 8080);
+    let page = poll("the image's web server", || {
+        get(&format!("http://127.0.0.1:{port}/"))
+    });
+    assert_eq!(page, "hello from the image\n");
+    let status_text =
+        String::from_utf8_lossy(&corral(home, &["status", "web"]).stdout).into_owned();
+    assert!(status_text.contains("the image's command"), "{status_text}");
+
+    // The same image again: everything comes from the cell's cache. The registry's
+    // copies of the layer and the config are corrupted first, so a download of either
+    // would fail the start.
+    corrupt(&registry, &good.digest());
+    corrupt(
+        &registry,
+        &image::Digest::of(&image_support::push::config(std::slice::from_ref(&good))),
+    );
+    ok(home, &["create", "web2", "--rootfs", &image]);
+    let status = running(home, "web2", 1);
+    let port = host_port(&status, 0, 8080);
+    let page = poll("the second instance's web server", || {
+        get(&format!("http://127.0.0.1:{port}/"))
+    });
+    assert_eq!(page, "hello from the image\n");
+
+    // A corrupted layer: the instance crashes and says why; nothing is cached.
+    ok(
+        home,
+        &[
+            "create",
+            "broken",
+            "--rootfs",
+            &format!("docker://{addr}/test/broken:1"),
+        ],
+    );
+    let crashed = poll_for("the corrupted image to fail", RUN_DEADLINE, || {
+        let status: LrpStatus = json(home, &["status", "broken", "--json"]);
+        status.instances.into_iter().find(|i| i.crash_count >= 1)
+    });
+    let reason = crashed.crash_reason.unwrap_or_default();
+    assert!(
+        reason.contains(&broken.digest().to_string()) && reason.contains("digest mismatch"),
+        "{reason}"
+    );
+    // The crash policy pulls again at once: once the LRP is gone, so are its pulls.
+    for name in ["web", "web2", "broken"] {
+        ok(home, &["rm", name]);
+    }
+    poll_for(
+        "the image cache's temporary files to go",
+        RUN_DEADLINE,
+        || {
+            let partial = std::fs::read_dir(images.join("tmp")).map_or(0, |d| d.count());
+            (partial == 0).then_some(())
+        },
+    );
+    let hex = broken.digest().to_string().replace("sha256:", "");
+    assert!(!images.join("blobs/sha256").join(&hex).exists());
+    assert!(!images.join("layers/sha256").join(&hex).exists());
 }

@@ -129,11 +129,6 @@ impl Cache {
         }
     }
 
-    fn is_leased(&self, digest: &Digest) -> bool {
-        let leases = self.inner.leases.lock().unwrap_or_else(|e| e.into_inner());
-        leases.get(digest).is_some_and(|n| *n > 0)
-    }
-
     /// A cached blob's bytes, re-verified (for the small blobs: manifests, configs).
     pub(crate) fn read_small_blob(&self, digest: &Digest) -> Option<Vec<u8>> {
         let path = self.blob_path(digest);
@@ -215,10 +210,9 @@ impl Cache {
             if total <= limit_bytes {
                 break;
             }
-            if self.is_leased(&entry.digest) {
+            if !self.remove(&entry)? {
                 continue;
             }
-            self.remove(&entry)?;
             total = total.saturating_sub(entry.bytes);
             removed.push(Evicted {
                 digest: entry.digest,
@@ -232,27 +226,38 @@ impl Cache {
         })
     }
 
-    fn remove(&self, entry: &Entry) -> Result<(), Error> {
-        match entry.kind {
-            EntryKind::Blob => {
-                let path = self.blob_path(&entry.digest);
-                fs::remove_file(&path).map_err(Error::io("remove", &path))
+    /// Removes an entry unless it is leased; whether it was removed (it may also be
+    /// gone already: another eviction took it).
+    fn remove(&self, entry: &Entry) -> Result<bool, Error> {
+        // Out of sight first (one rename), then deleted at leisure: a half deleted tree
+        // is never visible under its name. The lease check and the rename happen under
+        // the leases' lock, so a pull that leased the entry before looking for it
+        // either sees it and keeps it, or does not see it and fetches it again.
+        let doomed = tempfile::Builder::new()
+            .prefix("evicted-")
+            .tempdir_in(self.tmp_dir())
+            .map_err(Error::io("create a directory in", self.tmp_dir()))?;
+        let target = doomed.path().join("entry");
+        let path = match entry.kind {
+            EntryKind::Blob => self.blob_path(&entry.digest),
+            EntryKind::Layer => self.layer_path(&entry.digest),
+        };
+        {
+            let leases = self.inner.leases.lock().unwrap_or_else(|e| e.into_inner());
+            if leases.get(&entry.digest).is_some_and(|n| *n > 0) {
+                return Ok(false);
             }
-            EntryKind::Layer => {
-                // Out of sight first (one rename), then deleted at leisure: a half
-                // deleted tree is never visible under its name.
-                let path = self.layer_path(&entry.digest);
-                let doomed = tempfile::Builder::new()
-                    .prefix("evicted-")
-                    .tempdir_in(self.tmp_dir())
-                    .map_err(Error::io("create a directory in", self.tmp_dir()))?;
-                let target = doomed.path().join("layer");
-                fs::rename(&path, &target).map_err(Error::io("remove", &path))?;
-                let size_path = self.layer_size_path(&entry.digest);
-                let _ = fs::remove_file(&size_path);
-                fs::remove_dir_all(doomed.path()).map_err(Error::io("remove", doomed.path()))
+            match fs::rename(&path, &target) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+                Err(e) => return Err(Error::io("remove", &path)(e)),
+            }
+            if entry.kind == EntryKind::Layer {
+                let _ = fs::remove_file(self.layer_size_path(&entry.digest));
             }
         }
+        fs::remove_dir_all(doomed.path()).map_err(Error::io("remove", doomed.path()))?;
+        Ok(true)
     }
 
     fn entries(&self) -> Result<Vec<Entry>, Error> {

@@ -12,6 +12,11 @@ use crate::validate::{ValidationError, check_env, check_len, limits};
 pub enum Action {
     /// Runs a process and succeeds when it exits 0.
     Run(RunAction),
+    /// Runs the image's own command (its ENTRYPOINT and CMD, in its working directory,
+    /// as its user) and succeeds when it exits 0; only with an image rootfs
+    /// (`docker://`, `oci:`). What the image leaves open, the cell fills in before it
+    /// runs anything: this node never reaches a process.
+    RunImage(RunImageAction),
     /// Fetches a file into the container.
     Download(DownloadAction),
     /// Runs the children one after another, stopping at the first failure.
@@ -47,6 +52,30 @@ pub struct RunAction {
     pub user: Option<String>,
     #[serde(default, skip_serializing_if = "ResourceLimits::is_empty")]
     pub limits: ResourceLimits,
+}
+
+/// The image's command, with `args` in place of its CMD when given.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunImageAction {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub args: Vec<String>,
+    #[serde(
+        default,
+        with = "crate::lrp::env_map",
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    pub env: Env,
+}
+
+/// An image's command and settings, as its config gives them (ENTRYPOINT, CMD,
+/// WorkingDir, User).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ImageCommand {
+    pub entrypoint: Vec<String>,
+    pub cmd: Vec<String>,
+    pub working_dir: Option<String>,
+    pub user: Option<String>,
 }
 
 /// Per-process rlimits.
@@ -111,6 +140,76 @@ impl Action {
         })
     }
 
+    /// The image's own command, as `corral create` without a command asks for.
+    pub fn run_image() -> Action {
+        Action::RunImage(RunImageAction::default())
+    }
+
+    /// Whether a node of the tree runs the image's command.
+    pub fn uses_image(&self) -> bool {
+        match self {
+            Action::RunImage(_) => true,
+            Action::Run(_) | Action::Download(_) => false,
+            Action::Serial(children)
+            | Action::Parallel(children)
+            | Action::Codependent(children) => children.iter().any(Action::uses_image),
+            Action::Timeout { action, .. } | Action::Try(action) => action.uses_image(),
+        }
+    }
+
+    /// The tree with each `run_image` node made a `run` of `image`'s command, and
+    /// every `run` without a user or a directory given the image's, as `docker run`
+    /// does; an image without a command (neither ENTRYPOINT nor CMD nor args) is an
+    /// error that says so.
+    pub fn with_image(&self, image: &ImageCommand) -> Result<Action, String> {
+        let each = |children: &[Action]| -> Result<Vec<Action>, String> {
+            children.iter().map(|c| c.with_image(image)).collect()
+        };
+        Ok(match self {
+            Action::RunImage(run) => {
+                let cmd = if run.args.is_empty() {
+                    &image.cmd
+                } else {
+                    &run.args
+                };
+                let mut argv = image.entrypoint.iter().chain(cmd.iter()).cloned();
+                let Some(path) = argv.next() else {
+                    return Err(
+                        "the image names no command (no ENTRYPOINT or CMD): give one".to_owned(),
+                    );
+                };
+                Action::Run(RunAction {
+                    path,
+                    args: argv.collect(),
+                    dir: image.working_dir.clone().filter(|d| !d.is_empty()),
+                    env: run.env.clone(),
+                    user: image.user.clone().filter(|u| !u.is_empty()),
+                    limits: ResourceLimits::default(),
+                })
+            }
+            Action::Run(run) => Action::Run(RunAction {
+                dir: run
+                    .dir
+                    .clone()
+                    .or_else(|| image.working_dir.clone().filter(|d| !d.is_empty())),
+                user: run
+                    .user
+                    .clone()
+                    .or_else(|| image.user.clone().filter(|u| !u.is_empty())),
+                ..run.clone()
+            }),
+            Action::Download(_) => self.clone(),
+            Action::Serial(children) => Action::Serial(each(children)?),
+            Action::Parallel(children) => Action::Parallel(each(children)?),
+            Action::Codependent(children) => Action::Codependent(each(children)?),
+            Action::Timeout { action, timeout_ms } => Action::Timeout {
+                action: Box::new(action.with_image(image)?),
+                timeout_ms: *timeout_ms,
+            },
+            Action::Try(action) => Action::Try(Box::new(action.with_image(image)?)),
+        })
+    }
+
     /// Checks the whole tree; errors name the path to the bad node, such as
     /// `action.serial[1].run.path`.
     pub fn validate(&self) -> Result<(), ValidationError> {
@@ -145,6 +244,7 @@ impl Action {
         };
         match self {
             Action::Run(run) => run.validate().map_err(|e| e.within("run")),
+            Action::RunImage(run) => run.validate().map_err(|e| e.within("run_image")),
             Action::Download(download) => download.validate().map_err(|e| e.within("download")),
             Action::Serial(actions) => children("serial", actions, nodes),
             Action::Parallel(actions) => children("parallel", actions, nodes),
@@ -178,6 +278,15 @@ impl RunAction {
         }
         if let Some(dir) = &self.dir {
             check_len("dir", dir, limits::ACTION_STRING_BYTES)?;
+        }
+        check_env("env", &self.env)
+    }
+}
+
+impl RunImageAction {
+    fn validate(&self) -> Result<(), ValidationError> {
+        for (i, arg) in self.args.iter().enumerate() {
+            check_len(&format!("args[{i}]"), arg, limits::ACTION_STRING_BYTES)?;
         }
         check_env("env", &self.env)
     }
@@ -228,6 +337,64 @@ mod tests {
         let action: Action = serde_json::from_str(json).expect("test input parses");
         let got = action.validate().map_err(|e| e.to_string());
         assert_eq!(got, expect.map_err(str::to_owned), "input {json}");
+    }
+
+    #[test]
+    fn image_commands_fill_run_image_nodes() {
+        let image = ImageCommand {
+            entrypoint: vec!["/bin/httpd".into(), "-f".into()],
+            cmd: vec!["-p".into(), "80".into()],
+            working_dir: Some("/www".into()),
+            user: Some("nobody".into()),
+        };
+        let cases: &[(&str, Result<&str, &str>)] = &[
+            (
+                r#"{"run_image": {}}"#,
+                Ok(
+                    r#"{"run":{"path":"/bin/httpd","args":["-f","-p","80"],"dir":"/www","user":"nobody"}}"#,
+                ),
+            ),
+            // Args replace CMD, not ENTRYPOINT.
+            (
+                r#"{"run_image": {"args": ["-p", "8080"]}}"#,
+                Ok(
+                    r#"{"run":{"path":"/bin/httpd","args":["-f","-p","8080"],"dir":"/www","user":"nobody"}}"#,
+                ),
+            ),
+            (
+                r#"{"serial": [{"run": {"path": "true"}}, {"try": {"run_image": {}}}]}"#,
+                Ok(
+                    r#"{"serial":[{"run":{"path":"true","args":[],"dir":"/www","user":"nobody"}},{"try":{"run":{"path":"/bin/httpd","args":["-f","-p","80"],"dir":"/www","user":"nobody"}}}]}"#,
+                ),
+            ),
+            // A run's own user and directory stay.
+            (
+                r#"{"serial": [{"run": {"path": "id", "user": "root", "dir": "/"}}, {"run_image": {}}]}"#,
+                Ok(
+                    r#"{"serial":[{"run":{"path":"id","args":[],"dir":"/","user":"root"}},{"run":{"path":"/bin/httpd","args":["-f","-p","80"],"dir":"/www","user":"nobody"}}]}"#,
+                ),
+            ),
+        ];
+        for (input, expect) in cases {
+            let action: Action = serde_json::from_str(input).unwrap();
+            assert!(action.uses_image(), "{input}");
+            let got = action
+                .with_image(&image)
+                .map(|a| serde_json::to_string(&a).unwrap());
+            assert_eq!(got.as_deref().map_err(|e| e.as_str()), *expect, "{input}");
+        }
+        let bare = ImageCommand::default();
+        assert_eq!(
+            Action::run_image().with_image(&bare).unwrap_err(),
+            "the image names no command (no ENTRYPOINT or CMD): give one"
+        );
+        // With args, an image without a command still runs.
+        let args: Action = serde_json::from_str(r#"{"run_image": {"args": ["sh"]}}"#).unwrap();
+        assert_eq!(
+            args.with_image(&bare).unwrap(),
+            Action::run("sh", Vec::<String>::new())
+        );
+        assert!(!Action::run("true", Vec::<String>::new()).uses_image());
     }
 
     #[test]

@@ -19,7 +19,10 @@ mod task;
 mod time;
 mod validate;
 
-pub use action::{Action, Checksum, ChecksumAlgorithm, DownloadAction, ResourceLimits, RunAction};
+pub use action::{
+    Action, Checksum, ChecksumAlgorithm, DownloadAction, ImageCommand, ResourceLimits, RunAction,
+    RunImageAction,
+};
 pub use cell::{Cell, CellCapacity};
 pub use check::{Check, CheckKind, Checks};
 pub use crash::{CrashPolicy, Restart};

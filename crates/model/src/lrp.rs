@@ -70,6 +70,7 @@ impl LrpSpec {
             setup.validate().map_err(|e| e.within("setup"))?;
         }
         self.action.validate().map_err(|e| e.within("action"))?;
+        image_only(&self.rootfs, self.setup.as_ref(), &self.action)?;
         check_env("env", &self.env)?;
         if self.ports.len() > limits::PORTS {
             return Err(ValidationError::new(
@@ -92,6 +93,27 @@ impl LrpSpec {
             .map_err(|e| e.within("crash_policy"))?;
         check_len("annotation", &self.annotation, limits::ANNOTATION_BYTES)
     }
+}
+
+/// `run_image` needs an image to take the command from.
+pub(crate) fn image_only(
+    rootfs: &Rootfs,
+    setup: Option<&Action>,
+    action: &Action,
+) -> Result<(), ValidationError> {
+    if matches!(rootfs, Rootfs::Preloaded(_)) {
+        for (field, action) in [("setup", setup), ("action", Some(action))] {
+            if action.is_some_and(Action::uses_image) {
+                return Err(ValidationError::new(
+                    field,
+                    format!(
+                        "runs the image's command, but {rootfs} is not an image: use a docker:// rootfs or name a command"
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 impl Lrp {

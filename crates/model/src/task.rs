@@ -87,6 +87,7 @@ impl TaskSpec {
             .validate()
             .map_err(|e| e.within("resources"))?;
         self.action.validate().map_err(|e| e.within("action"))?;
+        crate::lrp::image_only(&self.rootfs, None, &self.action)?;
         check_env("env", &self.env)?;
         if let Some(path) = &self.result_file {
             if !path.starts_with('/') {

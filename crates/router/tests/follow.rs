@@ -37,7 +37,7 @@ fn lrp(name: &str, host: &str, instances: i64) -> LrpCreate {
         instances,
         resources: ResourcesInput::default(),
         setup: None,
-        action: Action::run("sleep", ["1000"]),
+        action: Some(Action::run("sleep", ["1000"])),
         env: vec![("SIM_START_MS".to_owned(), "1".to_owned())],
         ports: vec![8080],
         checks: None,

@@ -217,6 +217,9 @@ fn schemas() -> Value {
                 "description": "One node of the action tree: an object with exactly one key naming its kind.",
                 "oneOf": [
                     { "type": "object", "additionalProperties": false, "required": ["run"], "properties": { "run": schema("RunAction") } },
+                    { "type": "object", "additionalProperties": false, "required": ["run_image"], "description": "The image's ENTRYPOINT and CMD (args replace CMD), in its WorkingDir, as its User; only with a docker:// or oci: rootfs.", "properties": { "run_image": {
+                        "type": "object", "additionalProperties": false,
+                        "properties": { "args": strings, "env": env } } } },
                     { "type": "object", "additionalProperties": false, "required": ["download"], "properties": { "download": schema("DownloadAction") } },
                     { "type": "object", "additionalProperties": false, "required": ["serial"], "properties": { "serial": { "type": "array", "items": schema("Action") } } },
                     { "type": "object", "additionalProperties": false, "required": ["parallel"], "properties": { "parallel": { "type": "array", "items": schema("Action") } } },
@@ -278,7 +281,8 @@ fn schemas() -> Value {
         }),
         json!({
             "LrpCreate": {
-                "type": "object", "additionalProperties": false, "required": ["name", "action"],
+                "type": "object", "additionalProperties": false, "required": ["name"],
+                "description": "Without `action`, a docker:// or oci: rootfs runs the image's own command (`run_image`).",
                 "properties": {
                     "name": schema("Name"), "domain": schema("Name"), "rootfs": schema("Rootfs"),
                     "instances": { "type": "integer", "minimum": 0, "maximum": 100000, "default": 1 },
@@ -333,7 +337,8 @@ fn schemas() -> Value {
         json!({
             "TaskState": { "enum": ["PENDING", "RUNNING", "COMPLETED", "RESOLVING"] },
             "TaskCreate": {
-                "type": "object", "additionalProperties": false, "required": ["action"],
+                "type": "object", "additionalProperties": false,
+                "description": "Without `action`, a docker:// or oci: rootfs runs the image's own command (`run_image`).",
                 "properties": {
                     "id": schema("Name"), "domain": schema("Name"), "rootfs": schema("Rootfs"),
                     "resources": schema("ResourcesInput"), "action": schema("Action"), "env": env,

@@ -348,7 +348,7 @@ fn create(name: &str, instances: u32) -> LrpCreate {
         instances: i64::from(instances),
         resources: Default::default(),
         setup: None,
-        action: Action::run("sleep", ["1000000"]),
+        action: Some(Action::run("sleep", ["1000000"])),
         env: vec![],
         ports: vec![8080],
         checks: None,

@@ -12,8 +12,11 @@
 //!   time and all at once, against the runtime helper alone for the same container.
 //! - `corral bench router`: requests/s and added latency through Corral's router against
 //!   nginx proxying the same backend, and how soon a new instance gets traffic.
+//! - `corral bench image`: an instance from a `docker://` image with the cell's image
+//!   cache empty (pull + start) against the same image cached.
 
 mod failover;
+mod image;
 mod machine;
 mod markdown;
 mod pure;
@@ -29,6 +32,7 @@ use std::path::PathBuf;
 use anyhow::Result;
 use clap::{Args, Subcommand, ValueEnum};
 
+pub use image::ImageArgs;
 pub use router::RouterArgs;
 pub use serve::ServeArgs;
 pub use start::StartArgs;
@@ -47,6 +51,9 @@ pub enum BenchCommand {
     /// Requests/s and added latency through Corral's router against nginx proxying the
     /// same backend, and the time from RUNNING to an instance's first routed request
     Router(RouterArgs),
+    /// An instance from a docker:// image with the cell's image cache empty (pull +
+    /// start) against the same image cached
+    Image(ImageArgs),
     /// A server for a benchmark, controlled through stdin (used by the benchmarks)
     #[command(hide = true)]
     Serve(ServeArgs),
@@ -145,6 +152,7 @@ pub async fn run(command: &BenchCommand) -> Result<()> {
         BenchCommand::Failover(args) => failover::run(args).await,
         BenchCommand::Start(args) => start::run(args).await,
         BenchCommand::Router(args) => router::run(args).await,
+        BenchCommand::Image(args) => image::run(args).await,
         BenchCommand::Serve(args) => serve::run(args).await,
     }
 }

@@ -76,7 +76,7 @@ mod tests {
             instances: 150,
             resources: Default::default(),
             setup: None,
-            action: Action::run("sleep", ["1"]),
+            action: Some(Action::run("sleep", ["1"])),
             env: vec![],
             ports: vec![],
             checks: None,

@@ -627,7 +627,7 @@ impl Bench {
             instances: 1,
             resources: Default::default(),
             setup: None,
-            action: self.files.backend_action(&self.tools.nginx),
+            action: Some(self.files.backend_action(&self.tools.nginx)),
             env: vec![],
             ports: vec![PORT],
             // RUNNING once nginx accepts connections, not merely once it was started.

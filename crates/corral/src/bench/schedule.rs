@@ -277,7 +277,7 @@ fn creates(setup: &Setup) -> Vec<LrpCreate> {
             instances: i64::from(instances),
             resources: Default::default(),
             setup: None,
-            action: Action::run("sleep", ["1000000"]),
+            action: Some(Action::run("sleep", ["1000000"])),
             env: vec![],
             ports: vec![8080],
             checks: None,

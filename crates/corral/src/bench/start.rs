@@ -349,7 +349,7 @@ impl Bench {
             instances: i64::from(instances),
             resources: Default::default(),
             setup: None,
-            action: Action::run("sleep", ["1000"]),
+            action: Some(Action::run("sleep", ["1000"])),
             env: vec![],
             ports: vec![],
             checks: None,
@@ -425,7 +425,7 @@ fn sleep(index: u32) -> ProcessSpec {
 
 /// Waits until the runtime helper holds no containers: the cell stopped all it was
 /// told to.
-async fn until_no_containers(helper: &HelperClient) -> Result<()> {
+pub(super) async fn until_no_containers(helper: &HelperClient) -> Result<()> {
     let started = Instant::now();
     loop {
         let held = helper
@@ -447,7 +447,7 @@ async fn until_no_containers(helper: &HelperClient) -> Result<()> {
 
 /// An instance's state as the event stream showed it, when this process saw it.
 #[derive(Debug)]
-struct Change {
+pub(super) struct Change {
     lrp: String,
     index: u32,
     state: InstanceState,
@@ -457,7 +457,7 @@ struct Change {
 
 /// Follows instance events after `cursor`, noting when each arrived, until the stream
 /// ends or nobody listens.
-async fn watch(client: Client, cursor: u64, changes: mpsc::UnboundedSender<Change>) {
+pub(super) async fn watch(client: Client, cursor: u64, changes: mpsc::UnboundedSender<Change>) {
     let mut events = client.events(Some(cursor), &["instance"]);
     while let Some(Ok(event)) = events.next().await {
         let at = Instant::now();
@@ -485,20 +485,20 @@ async fn watch(client: Client, cursor: u64, changes: mpsc::UnboundedSender<Chang
 
 /// When one instance was first seen placed and RUNNING.
 #[derive(Debug, Clone, Copy)]
-struct Started {
+pub(super) struct Started {
     claimed: Option<Instant>,
-    running: Instant,
+    pub(super) running: Instant,
 }
 
 /// The instance changes seen so far, by (LRP, index).
-struct Seen {
+pub(super) struct Seen {
     changes: mpsc::UnboundedReceiver<Change>,
     claimed: HashMap<(String, u32), Instant>,
     running: HashMap<(String, u32), Instant>,
 }
 
 impl Seen {
-    fn new(changes: mpsc::UnboundedReceiver<Change>) -> Seen {
+    pub(super) fn new(changes: mpsc::UnboundedReceiver<Change>) -> Seen {
         Seen {
             changes,
             claimed: HashMap::new(),
@@ -508,7 +508,7 @@ impl Seen {
 
     /// Waits until instances `0..count` of `lrp` have been seen RUNNING; fails when one
     /// crashes or `within` passes.
-    async fn until_running(
+    pub(super) async fn until_running(
         &mut self,
         lrp: &str,
         count: u32,
@@ -640,18 +640,18 @@ fn report(
     Ok(())
 }
 
-fn sorted(samples: &[u64]) -> Vec<u64> {
+pub(super) fn sorted(samples: &[u64]) -> Vec<u64> {
     let mut v = samples.to_vec();
     v.sort_unstable();
     v
 }
 
-fn micros(d: Duration) -> u64 {
+pub(super) fn micros(d: Duration) -> u64 {
     u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
 }
 
 /// Microseconds as milliseconds with one decimal, or `-`.
-fn ms(us: Option<u64>) -> String {
+pub(super) fn ms(us: Option<u64>) -> String {
     us.map_or_else(|| "-".to_owned(), |us| format!("{:.1}", us as f64 / 1000.0))
 }
 

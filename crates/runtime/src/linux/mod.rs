@@ -257,7 +257,9 @@ impl LinuxBackend {
             veth: self.net.veth_name(address),
             ports,
             cgroup: self.cgroup_path(&spec.id),
-            env: oci::merge_env(&[&added, &spec.env]),
+            // The container's own environment (an image's) cannot hide the addresses
+            // and ports this backend gives it.
+            env: oci::merge_env(&[&spec.env, &added]),
             backend_env: added,
             init: None,
         };

@@ -296,10 +296,32 @@ pub(super) struct User {
     pub home: Option<String>,
 }
 
-/// Resolves `user` (a name or a numeric uid; root when absent) in the container whose
-/// root is `root`. Files are opened inside the root, so a symlink in the container
-/// cannot point the lookup at a host file.
+/// Resolves `user` in the container whose root is `root`: a name or a numeric uid, and
+/// optionally `:GROUP` (a name or a numeric gid) for the primary group, as Docker's
+/// `USER` has them; root when absent. Files are opened inside the root, so a symlink in
+/// the container cannot point the lookup at a host file.
 pub(super) fn lookup_user(root: &Path, user: Option<&str>) -> anyhow::Result<User> {
+    let (user, group) = match user.and_then(|u| u.split_once(':')) {
+        Some((user, group)) => (Some(user), Some(group)),
+        None => (user, None),
+    };
+    let mut resolved = lookup_passwd(root, user.filter(|u| !u.is_empty()))?;
+    if let Some(group) = group {
+        resolved.gid = match group.parse::<u32>() {
+            Ok(gid) => gid,
+            Err(_) => read_in_root(root, "etc/group")
+                .unwrap_or_default()
+                .lines()
+                .map(|l| l.split(':').collect::<Vec<_>>())
+                .find(|f| f.len() >= 3 && f[0] == group)
+                .and_then(|f| f[2].parse().ok())
+                .with_context(|| format!("group {group:?} is not in the container's /etc/group"))?,
+        };
+    }
+    Ok(resolved)
+}
+
+fn lookup_passwd(root: &Path, user: Option<&str>) -> anyhow::Result<User> {
     let passwd = read_in_root(root, "etc/passwd").unwrap_or_default();
     let entries: Vec<Vec<&str>> = passwd
         .lines()
@@ -428,6 +450,19 @@ mod tests {
         assert_eq!(lookup_user(root.path(), Some("4242")).unwrap().gid, 0);
         let err = lookup_user(root.path(), Some("nobody")).unwrap_err();
         assert!(err.to_string().contains("\"nobody\""), "{err}");
+        // USER's uid:gid and user:group forms.
+        let cases = [
+            ("0:0", (0, 0)),
+            ("vcap:adm", (1000, 4)),
+            ("1000:5", (1000, 5)),
+            ("4242:4242", (4242, 4242)),
+        ];
+        for (user, (uid, gid)) in cases {
+            let got = lookup_user(root.path(), Some(user)).unwrap();
+            assert_eq!((got.uid, got.gid), (uid, gid), "{user}");
+        }
+        let err = lookup_user(root.path(), Some("vcap:nogroup")).unwrap_err();
+        assert!(err.to_string().contains("\"nogroup\""), "{err}");
     }
 
     #[test]

@@ -1,0 +1,138 @@
+//! Images for `docker://` rootfses: pulled through the cell's one content-addressed
+//! cache (shared by every container), their layers stacked below each container's own
+//! writable layer, their config giving what the LRP or task leaves open.
+
+use std::path::Path;
+
+use image::{Cache, Credentials, Protocol, Reference, RegistryClient};
+use model::ImageCommand;
+
+/// Where images come from, as a cell is configured.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImageSource {
+    /// Registry of short names (`library/redis`, `redis:7`).
+    pub default_registry: String,
+    /// Registries spoken to over plain HTTP besides loopback ones (`HOST:PORT`).
+    pub insecure_registries: Vec<String>,
+    /// Most bytes the cache may hold; what containers use stays even beyond it.
+    pub cache_limit_bytes: u64,
+}
+
+/// A pulled image, held for as long as a container runs on it: its layers cannot be
+/// evicted from the cache meanwhile.
+#[derive(Debug)]
+pub struct Pulled {
+    pub image: image::Image,
+}
+
+impl Pulled {
+    /// The digests of its layers, as a container's record keeps them.
+    pub fn layer_digests(&self) -> Vec<String> {
+        self.image
+            .layer_digests
+            .iter()
+            .map(ToString::to_string)
+            .collect()
+    }
+
+    /// The image's command, working directory and user, for `run_image` actions.
+    pub fn command(&self) -> ImageCommand {
+        let config = &self.image.config;
+        ImageCommand {
+            entrypoint: config.entrypoint.clone(),
+            cmd: config.cmd.clone(),
+            working_dir: config.working_dir.clone(),
+            user: config.user.clone(),
+        }
+    }
+
+    /// The image's environment, given to every process before the LRP's own.
+    pub fn env(&self) -> Vec<(String, String)> {
+        self.image.config.env.clone()
+    }
+
+    /// The TCP ports the image exposes, published when the LRP declares none.
+    pub fn exposed_ports(&self) -> Vec<u16> {
+        let mut ports: Vec<u16> = self
+            .image
+            .config
+            .exposed_ports
+            .iter()
+            .filter(|p| p.protocol == Protocol::Tcp)
+            .map(|p| p.port)
+            .collect();
+        ports.sort_unstable();
+        ports.dedup();
+        ports
+    }
+}
+
+/// The cell's image cache and registry client.
+#[derive(Debug)]
+pub struct Images {
+    source: ImageSource,
+    cache: Cache,
+    client: RegistryClient,
+}
+
+impl Images {
+    pub fn open(dir: &Path, source: ImageSource) -> anyhow::Result<Images> {
+        let cache = Cache::open(dir)?;
+        let client = RegistryClient::new()?.with_plain_http(source.insecure_registries.clone());
+        Ok(Images {
+            source,
+            cache,
+            client,
+        })
+    }
+
+    /// Pulls `image` (a `docker://` rootfs without its scheme): only what the cache
+    /// lacks is downloaded. The error says what went wrong in a user's words and never
+    /// holds credentials.
+    pub async fn pull(&self, image: &str, credentials: &Credentials) -> Result<Pulled, String> {
+        let reference = Reference::parse(image, &self.source.default_registry)
+            .map_err(|e| format!("image {image}: {e}"))?;
+        let started = std::time::Instant::now();
+        let pulled = image::pull(
+            &self.client,
+            &reference,
+            credentials,
+            &self.cache,
+            &image::no_progress,
+        )
+        .await
+        .map_err(|e| format!("pulling image {image} failed: {e}"))?;
+        tracing::info!(
+            image,
+            layers = pulled.layers.len(),
+            downloaded_bytes = pulled.downloaded_bytes,
+            cached_bytes = pulled.cached_bytes,
+            ms = started.elapsed().as_millis() as u64,
+            "image ready"
+        );
+        Ok(Pulled { image: pulled })
+    }
+
+    /// Removes what no container uses, least recently used first, until the cache is
+    /// within its limit. `in_use` are the layers of containers that may hold no
+    /// pulled image in this agent (re-adopted ones); images pulled by this agent pin
+    /// themselves.
+    pub fn evict(&self, in_use: &[String]) {
+        let held = self.cache.lease(
+            in_use
+                .iter()
+                .filter_map(|d| d.parse::<image::Digest>().ok()),
+        );
+        match self.cache.evict(self.source.cache_limit_bytes) {
+            Ok(eviction) if !eviction.removed.is_empty() => tracing::info!(
+                removed = eviction.removed.len(),
+                freed_bytes = eviction.removed.iter().map(|e| e.bytes).sum::<u64>(),
+                remaining_bytes = eviction.remaining_bytes,
+                "image cache trimmed"
+            ),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "trimming the image cache failed"),
+        }
+        drop(held);
+    }
+}
