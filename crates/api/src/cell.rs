@@ -110,6 +110,16 @@ pub enum Report {
         instance_id: String,
         reason: String,
     },
+    /// The cell is pulling the instance's image (sent a few times a second while it
+    /// does). Kept by the server in memory only, for `status`; always `Ok`.
+    InstancePulling {
+        cell: Name,
+        lrp: Name,
+        index: u32,
+        instance_id: String,
+        done_bytes: u64,
+        total_bytes: u64,
+    },
     /// The container is gone because it was told to stop, or never started.
     InstanceStopped {
         cell: Name,

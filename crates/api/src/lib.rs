@@ -21,7 +21,7 @@ pub use cell::{
 };
 pub use error::{ErrorBody, ErrorCode, ErrorDetail};
 pub use event::EventMessage;
-pub use lrp::{LrpCreate, LrpPatch, LrpStatus, ResourcesInput};
+pub use lrp::{LrpCreate, LrpPatch, LrpStatus, Pulling, ResourcesInput};
 pub use task::{DomainUpsert, TaskCreate};
 
 use serde::{Deserialize, Serialize};

@@ -18,6 +18,10 @@ pub struct LrpCreate {
     pub domain: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rootfs: Option<String>,
+    /// The registry login for a `docker://` rootfs that needs one; answers show the
+    /// username only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_credentials: Option<model::RegistryCredentials>,
     #[serde(default = "one")]
     pub instances: i64,
     #[serde(default)]
@@ -95,6 +99,18 @@ pub struct LrpStatus {
     pub evacuating: u32,
     #[serde(default)]
     pub suspect: u32,
+    /// Instances whose cell is pulling their image, with how far it got.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pulling: Vec<Pulling>,
+}
+
+/// A cell's pull of an instance's image, as it last reported it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Pulling {
+    pub index: u32,
+    pub instance_id: String,
+    pub done_bytes: u64,
+    pub total_bytes: u64,
 }
 
 impl LrpStatus {
@@ -115,6 +131,7 @@ impl LrpStatus {
             suspect: presence(Presence::Suspect),
             lrp,
             instances,
+            pulling: Vec::new(),
         }
     }
 }
@@ -158,6 +175,7 @@ impl LrpCreate {
         let domain = Name::parse("domain", self.domain.as_deref().unwrap_or(DEFAULT_DOMAIN))?;
         let rootfs = Rootfs::parse("rootfs", self.rootfs.as_deref().unwrap_or(DEFAULT_ROOTFS))?;
         let spec = LrpSpec {
+            image_credentials: self.image_credentials,
             name,
             domain,
             rootfs: rootfs.clone(),

@@ -16,6 +16,10 @@ pub struct TaskCreate {
     pub domain: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rootfs: Option<String>,
+    /// The registry login for a `docker://` rootfs that needs one; answers show the
+    /// username only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_credentials: Option<model::RegistryCredentials>,
     #[serde(default)]
     pub resources: ResourcesInput,
     /// Absent: the image's own command (`run_image`), which needs an image rootfs.
@@ -48,6 +52,7 @@ impl TaskCreate {
         let domain = Name::parse("domain", self.domain.as_deref().unwrap_or(DEFAULT_DOMAIN))?;
         let rootfs = Rootfs::parse("rootfs", self.rootfs.as_deref().unwrap_or(DEFAULT_ROOTFS))?;
         let spec = TaskSpec {
+            image_credentials: self.image_credentials,
             domain,
             rootfs: rootfs.clone(),
             resources: self

@@ -19,7 +19,7 @@ use anyhow::Context as _;
 use api::{AssignmentsRequest, Heartbeat, Report, WorkItem};
 use client::Client;
 use image::Credentials;
-use model::{Cell, CellCapacity, Name, Rootfs, TaskState};
+use model::{Cell, CellCapacity, Name, RegistryCredentials, Rootfs, TaskState};
 use runtime::{ContainerRuntime, RootfsSpec, RuntimeEvent};
 use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
@@ -191,10 +191,16 @@ impl Agent {
     pub(crate) async fn rootfs(
         &self,
         rootfs: &Rootfs,
+        login: Option<&RegistryCredentials>,
+        progress: &(dyn Fn(u64, u64) + Send + Sync),
     ) -> Result<(RootfsSpec, Option<Pulled>), String> {
         match (rootfs, &self.images) {
             (Rootfs::Docker(image), Some(images)) => {
-                let pulled = images.pull(image, &Credentials::Anonymous).await?;
+                let credentials = match login {
+                    Some(login) => Credentials::basic(&login.username, &login.password),
+                    None => Credentials::Anonymous,
+                };
+                let pulled = images.pull(image, &credentials, progress).await?;
                 // A layer an image lists twice is one lower directory (overlayfs
                 // refuses the same one twice); the upper copy shadows the lower.
                 let mut lower: Vec<_> = Vec::new();

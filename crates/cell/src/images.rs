@@ -2,7 +2,10 @@
 //! cache (shared by every container), their layers stacked below each container's own
 //! writable layer, their config giving what the LRP or task leaves open.
 
+use std::collections::HashMap;
 use std::path::Path;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use image::{Cache, Credentials, Protocol, Reference, RegistryClient};
 use model::ImageCommand;
@@ -89,19 +92,25 @@ impl Images {
     /// Pulls `image` (a `docker://` rootfs without its scheme): only what the cache
     /// lacks is downloaded. The error says what went wrong in a user's words and never
     /// holds credentials.
-    pub async fn pull(&self, image: &str, credentials: &Credentials) -> Result<Pulled, String> {
+    pub async fn pull(
+        &self,
+        image: &str,
+        credentials: &Credentials,
+        progress: &(dyn Fn(u64, u64) + Send + Sync),
+    ) -> Result<Pulled, String> {
         let reference = Reference::parse(image, &self.source.default_registry)
             .map_err(|e| format!("image {image}: {e}"))?;
-        let started = std::time::Instant::now();
-        let pulled = image::pull(
-            &self.client,
-            &reference,
-            credentials,
-            &self.cache,
-            &image::no_progress,
-        )
-        .await
-        .map_err(|e| format!("pulling image {image} failed: {e}"))?;
+        let started = Instant::now();
+        let tracker = Mutex::new(PullTracker::default());
+        let report = |step: image::Progress| {
+            let mut tracker = tracker.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some((done, total)) = tracker.update(&step, Instant::now()) {
+                progress(done, total);
+            }
+        };
+        let pulled = image::pull(&self.client, &reference, credentials, &self.cache, &report)
+            .await
+            .map_err(|e| format!("pulling image {image} failed: {e}"))?;
         tracing::info!(
             image,
             layers = pulled.layers.len(),
@@ -134,5 +143,71 @@ impl Images {
             Err(e) => tracing::warn!(error = %e, "trimming the image cache failed"),
         }
         drop(held);
+    }
+}
+
+/// How often a pull's progress is passed on at most.
+const PROGRESS_EVERY: Duration = Duration::from_millis(250);
+
+/// Sums a pull's progress over its blobs (reported one blob at a time) and says when
+/// the sum is worth passing on: at most every [`PROGRESS_EVERY`], and once all is in.
+#[derive(Debug, Default)]
+struct PullTracker {
+    blobs: HashMap<String, (u64, u64)>,
+    last: Option<Instant>,
+}
+
+impl PullTracker {
+    fn update(&mut self, step: &image::Progress, now: Instant) -> Option<(u64, u64)> {
+        let done = match step.phase {
+            image::Phase::Downloading => step.done.min(step.total),
+            _ => step.total,
+        };
+        self.blobs
+            .insert(step.digest.to_string(), (done, step.total));
+        let (done, total) = self
+            .blobs
+            .values()
+            .fold((0, 0), |(d, t), (done, total)| (d + done, t + total));
+        let due = self
+            .last
+            .is_none_or(|last| now.duration_since(last) >= PROGRESS_EVERY);
+        (due || done == total).then(|| {
+            self.last = Some(now);
+            (done, total)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn step(digest_byte: char, phase: image::Phase, done: u64, total: u64) -> image::Progress {
+        let digest = format!("sha256:{}", digest_byte.to_string().repeat(64));
+        image::Progress {
+            digest: digest.parse().unwrap(),
+            phase,
+            done,
+            total,
+        }
+    }
+
+    #[test]
+    fn progress_sums_blobs_and_is_throttled() {
+        use image::Phase::*;
+        let t0 = Instant::now();
+        let ms = |n| t0 + Duration::from_millis(n);
+        let mut tracker = PullTracker::default();
+        let cases = [
+            (step('a', Downloading, 10, 100), 0, Some((10, 100))),
+            (step('b', Cached, 0, 50), 100, None),
+            (step('a', Downloading, 60, 100), 300, Some((110, 150))),
+            (step('a', Unpacking, 100, 100), 320, Some((150, 150))),
+            (step('a', Ready, 100, 100), 330, Some((150, 150))),
+        ];
+        for (i, (step, at, expect)) in cases.into_iter().enumerate() {
+            assert_eq!(tracker.update(&step, ms(at)), expect, "step {i}");
+        }
     }
 }

@@ -414,7 +414,23 @@ impl Instance {
 
     async fn create(&mut self) -> Result<ContainerInfo, String> {
         let spec = &self.lrp.spec;
-        let (rootfs, image) = match self.until_stop(self.agent.rootfs(&spec.rootfs)).await {
+        let (rootfs, image) = match self
+            .until_stop(self.agent.rootfs(
+                &spec.rootfs,
+                spec.image_credentials.as_ref(),
+                &|done_bytes, total_bytes| {
+                    self.agent.reporter.send(Report::InstancePulling {
+                        cell: self.agent.config.id.clone(),
+                        lrp: spec.name.clone(),
+                        index: self.index,
+                        instance_id: self.instance_id.clone(),
+                        done_bytes,
+                        total_bytes,
+                    })
+                },
+            ))
+            .await
+        {
             Ok(prepared) => prepared?,
             Err(_) => return Err("stopped while starting".into()),
         };
@@ -594,7 +610,11 @@ async fn run_task(
                     info!(%container, ?why, "task stopped while its image was pulled");
                     Err("task was cancelled".to_owned())
                 }
-                prepared = agent.rootfs(&task.spec.rootfs) => prepared,
+                prepared = agent.rootfs(
+                    &task.spec.rootfs,
+                    task.spec.image_credentials.as_ref(),
+                    &|_, _| {},
+                ) => prepared,
             };
             let prepared = prepared.and_then(|(rootfs, image)| {
                 let action = with_image(&task.spec.action, &image)?;

@@ -57,6 +57,7 @@ fn snapshot(troubled: bool) -> Snapshot {
         };
         lrps.push(Lrp {
             spec: LrpSpec {
+                image_credentials: None,
                 name: lrp_name.clone(),
                 domain: domain.clone(),
                 rootfs: Rootfs::parse("rootfs", "preloaded:host").expect("valid rootfs"),
@@ -120,6 +121,7 @@ fn snapshot(troubled: bool) -> Snapshot {
             Task {
                 id: name("task", format!("task-{t}")),
                 spec: TaskSpec {
+                    image_credentials: None,
                     domain: domain.clone(),
                     rootfs: Rootfs::parse("rootfs", "preloaded:host").expect("valid rootfs"),
                     resources: Resources::default(),

@@ -190,6 +190,12 @@ pub struct CreateArgs {
     /// [default: preloaded:host]
     #[arg(long, value_name = "URL")]
     pub rootfs: Option<String>,
+    /// Username for a docker:// registry that wants a login; the password comes from
+    /// CORRAL_REGISTRY_PASSWORD (never from the command line, where `ps` would show it)
+    #[arg(long, value_name = "USER")]
+    pub registry_username: Option<String>,
+    #[arg(skip = std::env::var("CORRAL_REGISTRY_PASSWORD").ok().map(Secret))]
+    pub registry_password: Option<Secret>,
     /// An environment variable of the process (repeatable)
     #[arg(long = "env", short = 'e', value_name = "KEY=VALUE", value_parser = parse_env)]
     pub env: Vec<(String, String)>,
@@ -309,6 +315,12 @@ pub struct TaskSubmitArgs {
     /// Filesystem of the container [default: preloaded:host]
     #[arg(long, value_name = "URL")]
     pub rootfs: Option<String>,
+    /// Username for a docker:// registry that wants a login; the password comes from
+    /// CORRAL_REGISTRY_PASSWORD (never from the command line, where `ps` would show it)
+    #[arg(long, value_name = "USER")]
+    pub registry_username: Option<String>,
+    #[arg(skip = std::env::var("CORRAL_REGISTRY_PASSWORD").ok().map(Secret))]
+    pub registry_password: Option<Secret>,
     /// Memory of the container, in MB [default: 128]
     #[arg(long, value_name = "MB")]
     pub memory: Option<u64>,
@@ -420,6 +432,16 @@ impl Topic {
 pub struct RouteArg {
     pub host: String,
     pub port: Option<u16>,
+}
+
+/// A value that `Debug` never shows (a registry password).
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
 }
 
 /// Parses `KEY=VALUE`. The value may itself contain `=` and may be empty.

@@ -1,5 +1,8 @@
 //! The LRP verbs: `create`, `ls`, `status`, `scale`, `update`, `rm`.
 
+use std::io::IsTerminal as _;
+use std::time::Duration;
+
 use anyhow::{Context, Result, bail};
 use api::{LrpCreate, LrpPatch, LrpStatus, ResourcesInput};
 use client::Client;
@@ -26,8 +29,73 @@ pub async fn create(client: &Client, args: &CreateArgs) -> Result<()> {
         instances(lrp.spec.instances),
         lrp.generation
     );
+    let pulls = lrp.spec.rootfs.provider() == "docker";
+    if pulls && lrp.spec.instances > 0 && std::io::stdout().is_terminal() {
+        watch_start(client, lrp.spec.name.as_str(), lrp.spec.instances).await;
+    }
     println!("See its instances with `corral status {}`.", lrp.spec.name);
     Ok(())
+}
+
+/// How long `create` shows an image's pull and the start before it leaves them be.
+const WATCH_START: Duration = Duration::from_secs(600);
+
+/// Shows, on one redrawn line, the image pull of the new LRP's instances and then how
+/// many run, until all run, one crashes, or [`WATCH_START`] passes.
+async fn watch_start(client: &Client, name: &str, desired: u32) {
+    use std::io::Write as _;
+    println!("Starting (Ctrl-C stops watching; the LRP stays):");
+    let deadline = tokio::time::Instant::now() + WATCH_START;
+    let mut line = String::new();
+    let outcome = loop {
+        if tokio::time::Instant::now() > deadline {
+            break "still starting; see `corral status`".to_owned();
+        }
+        let Ok(status) = client.lrp_status(name).await else {
+            tokio::time::sleep(Duration::from_millis(250)).await;
+            continue;
+        };
+        if let Some(crashed) = status.instances.iter().find(|i| i.crash_count > 0) {
+            break format!(
+                "instance {} crashed: {}",
+                crashed.index,
+                crashed.crash_reason.as_deref().unwrap_or("no reason given")
+            );
+        }
+        if status.running >= desired {
+            break format!("{} running", instances(status.running));
+        }
+        let (done, total) = status
+            .pulling
+            .iter()
+            .fold((0, 0), |(d, t), p| (d + p.done_bytes, t + p.total_bytes));
+        line = if total > 0 {
+            format!(
+                "pulling image {} {}",
+                progress_bar(done, total, 30),
+                pull_progress(done, total)
+            )
+        } else {
+            format!("{} of {} running", status.running, desired)
+        };
+        print!("\r  {line:<70}");
+        let _ = std::io::stdout().flush();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    if !line.is_empty() {
+        print!("\r{:<72}\r", "");
+    }
+    println!("  {outcome}");
+}
+
+/// A bar of `width` cells, filled by `done` of `total`.
+fn progress_bar(done: u64, total: u64, width: usize) -> String {
+    let filled = if total == 0 {
+        0
+    } else {
+        ((done.min(total) as u128 * width as u128) / total as u128) as usize
+    };
+    format!("[{}{}]", "#".repeat(filled), "-".repeat(width - filled))
 }
 
 pub async fn ls(client: &Client, args: &LsArgs) -> Result<()> {
@@ -123,6 +191,23 @@ pub async fn rm(client: &Client, args: &RmArgs) -> Result<()> {
     Ok(())
 }
 
+/// The registry login the flags and CORRAL_REGISTRY_PASSWORD give, if any.
+pub fn registry_login(
+    username: Option<&str>,
+    password: Option<&str>,
+) -> Result<Option<model::RegistryCredentials>> {
+    match (username, password.filter(|p| !p.is_empty())) {
+        (Some(username), Some(password)) => Ok(Some(model::RegistryCredentials {
+            username: username.to_owned(),
+            password: password.to_owned(),
+        })),
+        (Some(_), None) => {
+            bail!("--registry-username needs the password in CORRAL_REGISTRY_PASSWORD")
+        }
+        (None, _) => Ok(None),
+    }
+}
+
 /// The action for the command after `--`; none (the image's own command) when there
 /// is no command and the rootfs is an image.
 pub fn command_action(command: &[String], rootfs: Option<&str>) -> Result<Option<Action>> {
@@ -177,6 +262,10 @@ pub fn lrp_create(args: &CreateArgs) -> Result<LrpCreate> {
         env.push(("PORT".to_owned(), first.to_string()));
     }
     Ok(LrpCreate {
+        image_credentials: registry_login(
+            args.registry_username.as_deref(),
+            args.registry_password.as_ref().map(|p| p.0.as_str()),
+        )?,
         name: args.name.clone(),
         domain: args.domain.clone(),
         rootfs: args.rootfs.clone(),
@@ -357,9 +446,22 @@ pub fn render_status(status: &LrpStatus, cells: usize, now: Timestamp) -> String
     let mut sorted: Vec<_> = status.instances.iter().collect();
     sorted.sort_by_key(|i| (i.index, i.presence));
     for instance in sorted {
-        let state = match instance.presence {
-            Presence::Ordinary => instance.state.to_string(),
-            presence => format!("{} ({presence})", instance.state),
+        let pulling = status.pulling.iter().find(|p| {
+            p.index == instance.index
+                && instance.state == InstanceState::Claimed
+                && instance
+                    .key
+                    .as_ref()
+                    .is_some_and(|k| k.instance_id == p.instance_id)
+        });
+        let state = match (instance.presence, pulling) {
+            (Presence::Ordinary, Some(pull)) => format!(
+                "{} (pulling image {})",
+                instance.state,
+                pull_progress(pull.done_bytes, pull.total_bytes)
+            ),
+            (Presence::Ordinary, None) => instance.state.to_string(),
+            (presence, _) => format!("{} ({presence})", instance.state),
         };
         let address = match (&instance.address, instance.ports.first()) {
             (Some(address), Some(port)) => format!("{address}:{}", port.host_port),
@@ -420,6 +522,11 @@ pub fn render_status(status: &LrpStatus, cells: usize, now: Timestamp) -> String
         ));
     }
     out
+}
+
+/// How far a pull got: `12.3/34.8 MB`.
+pub fn pull_progress(done: u64, total: u64) -> String {
+    format!("{:.1}/{:.1} MB", done as f64 / 1e6, total as f64 / 1e6)
 }
 
 /// An action in one line: a run as the command line it is, other kinds by their shape.
@@ -754,6 +861,52 @@ INDEX  STATE                 CELL    ADDRESS         SINCE    CRASHES  REASON / 
         assert!(rendered.starts_with(
             "web: 3 instances desired, 1 running, 0 claimed, 0 unclaimed, 2 crashed, 1 evacuating\n"
         ));
+    }
+
+    #[test]
+    fn progress_bars_fill_by_bytes() {
+        let cases = [
+            (0, 100, "[----------]"),
+            (55, 100, "[#####-----]"),
+            (100, 100, "[##########]"),
+            (150, 100, "[##########]"),
+            (5, 0, "[----------]"),
+        ];
+        for (done, total, expect) in cases {
+            assert_eq!(progress_bar(done, total, 10), expect, "{done}/{total}");
+        }
+    }
+
+    #[test]
+    fn status_shows_image_pulls() {
+        let mut pulling = instance(0, InstanceState::Claimed);
+        pulling.address = None;
+        let mut status = LrpStatus::new(lrp(), vec![pulling, instance(1, InstanceState::Claimed)]);
+        status.pulling = vec![
+            api::Pulling {
+                index: 0,
+                instance_id: "i-0".into(),
+                done_bytes: 12_345_678,
+                total_bytes: 34_800_000,
+            },
+            // A pull by a container that no longer holds the instance shows nothing.
+            api::Pulling {
+                index: 1,
+                instance_id: "i-old".into(),
+                done_bytes: 1,
+                total_bytes: 2,
+            },
+        ];
+        let rendered = render_status(&status, 2, Timestamp(100_000));
+        let rows: Vec<&str> = rendered
+            .lines()
+            .filter(|l| l.starts_with(['0', '1']))
+            .collect();
+        assert!(
+            rows[0].contains("CLAIMED (pulling image 12.3/34.8 MB)"),
+            "{rendered}"
+        );
+        assert!(!rows[1].contains("pulling"), "{rendered}");
     }
 
     #[test]

@@ -6,7 +6,7 @@ use client::{Client, TaskFilter};
 use model::{Task, TaskState, Timestamp};
 
 use crate::cli::{TaskCommand, TaskIdArgs, TaskLsArgs, TaskSubmitArgs};
-use crate::lrp::{command_action, describe_action, megabytes};
+use crate::lrp::{command_action, describe_action, megabytes, registry_login};
 use crate::output::{self, ago, print_json, render, table, utc};
 
 pub async fn run(client: &Client, command: &TaskCommand) -> Result<()> {
@@ -84,6 +84,10 @@ async fn rm(client: &Client, args: &TaskIdArgs) -> Result<()> {
 pub fn task_create(args: &TaskSubmitArgs) -> Result<TaskCreate> {
     let action = command_action(&args.command, args.rootfs.as_deref())?;
     Ok(TaskCreate {
+        image_credentials: registry_login(
+            args.registry_username.as_deref(),
+            args.registry_password.as_ref().map(|p| p.0.as_str()),
+        )?,
         id: args.id.clone(),
         domain: args.domain.clone(),
         rootfs: args.rootfs.clone(),

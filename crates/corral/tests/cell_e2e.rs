@@ -855,6 +855,23 @@ fn linux_cells_run_images_from_a_registry() {
         String::from_utf8_lossy(&corral(home, &["status", "web"]).stdout).into_owned();
     assert!(status_text.contains("the image's command"), "{status_text}");
 
+    // On a terminal, `create` follows the start (the pull, then the instances running).
+    let on_tty = Command::new("script")
+        .args(["-qec"])
+        .arg(format!("{} create web3 --rootfs {image}", common::CORRAL))
+        .arg("/dev/null")
+        .env("CORRAL_HOME", home)
+        .env_remove("CORRAL_API")
+        .env_remove("CORRAL_TOKEN")
+        .output()
+        .expect("run script");
+    let shown = String::from_utf8_lossy(&on_tty.stdout);
+    assert!(on_tty.status.success(), "{on_tty:?}");
+    assert!(
+        shown.contains("Starting") && shown.contains("1 instance running"),
+        "{shown}"
+    );
+
     // The same image again: everything comes from the cell's cache. The registry's
     // copies of the layer and the config are corrupted first, so a download of either
     // would fail the start.
@@ -890,8 +907,86 @@ fn linux_cells_run_images_from_a_registry() {
         reason.contains(&broken.digest().to_string()) && reason.contains("digest mismatch"),
         "{reason}"
     );
+    // A registry that wants a login: a wrong password fails with the reason, the right
+    // one runs; the password shows in no API answer, event and log.
+    const PASSWORD: &str = "pw-e2e-7c1f9a";
+    let private = rt.block_on(image_support::registry::Registry::start(Some(
+        image_support::registry::Htpasswd {
+            username: "ci",
+            password: PASSWORD,
+        },
+    )));
+    let login = Some(("ci", PASSWORD));
+    rt.block_on(
+        Pusher::new(&private.addr, "test/private", login).image("1", std::slice::from_ref(&good)),
+    );
+    let private_image = format!("docker://{}/test/private:1", private.addr);
+    let with_password = |password: &str, name: &str| {
+        let out = Command::new(common::CORRAL)
+            .args([
+                "create",
+                name,
+                "--rootfs",
+                &private_image,
+                "--registry-username",
+                "ci",
+            ])
+            .env("CORRAL_HOME", home)
+            .env("CORRAL_REGISTRY_PASSWORD", password)
+            .env_remove("CORRAL_API")
+            .env_remove("CORRAL_TOKEN")
+            .output()
+            .expect("run corral");
+        assert!(out.status.success(), "{out:?}");
+    };
+    with_password("not-the-password", "private-bad");
+    let refused = poll_for("the wrong login to fail", RUN_DEADLINE, || {
+        let status: LrpStatus = json(home, &["status", "private-bad", "--json"]);
+        status.instances.into_iter().find(|i| i.crash_count >= 1)
+    });
+    let reason = refused.crash_reason.unwrap_or_default();
+    assert!(reason.contains("wrong credentials"), "{reason}");
+    assert!(!reason.contains("not-the-password"), "{reason}");
+    with_password(PASSWORD, "private");
+    let status = running(home, "private", 1);
+    let port = host_port(&status, 0, 8080);
+    let page = poll("the private image's web server", || {
+        get(&format!("http://127.0.0.1:{port}/"))
+    });
+    assert_eq!(page, "hello from the image\n");
+    let api = cell.dev.as_ref().expect("running").api.clone();
+    let token = std::fs::read_to_string(home.join("dev").join("token")).expect("the token");
+    let mut shown = vec![
+        ok(home, &["status", "private", "--json"]),
+        ok(home, &["ls", "--json"]),
+    ];
+    for path in ["/v1/lrps/private", "/v1/lrps", "/v1/events?after=0"] {
+        let out = Command::new("curl")
+            .args(["-s", "--max-time", "2", "-H"])
+            .arg(format!("Authorization: Bearer {}", token.trim()))
+            .arg(format!("{api}{path}"))
+            .output()
+            .expect("curl");
+        shown.push(String::from_utf8_lossy(&out.stdout).into_owned());
+    }
+    assert!(
+        shown[0].contains("\"username\": \"ci\"") || shown[0].contains("\"username\":\"ci\""),
+        "{}",
+        shown[0]
+    );
+    assert!(shown[4].contains("lrp_created"), "{}", shown[4]);
+    for text in &shown {
+        assert!(
+            !text.contains(PASSWORD),
+            "the password in an answer: {text}"
+        );
+    }
+    let log = cell.dev.as_ref().expect("running").log();
+    assert!(log.contains("image ready"), "the dev log is read");
+    assert!(!log.contains(PASSWORD) && !log.contains("not-the-password"));
+
     // The crash policy pulls again at once: once the LRP is gone, so are its pulls.
-    for name in ["web", "web2", "broken"] {
+    for name in ["web", "web2", "web3", "broken", "private-bad", "private"] {
         ok(home, &["rm", name]);
     }
     poll_for(

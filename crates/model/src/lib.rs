@@ -9,6 +9,7 @@ mod action;
 mod cell;
 mod check;
 mod crash;
+mod credentials;
 mod domain;
 mod instance;
 mod lrp;
@@ -26,6 +27,7 @@ pub use action::{
 pub use cell::{Cell, CellCapacity};
 pub use check::{Check, CheckKind, Checks};
 pub use crash::{CrashPolicy, Restart};
+pub use credentials::RegistryCredentials;
 pub use domain::Domain;
 pub use instance::{
     Instance, InstanceKey, InstanceState, InvalidTransition, PortMapping, Presence,

@@ -4,7 +4,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::validate::{ValidationError, check_env, check_len, limits};
 use crate::{
-    Action, Checks, CrashPolicy, Env, Generation, Name, Resources, Rootfs, Routes, Timestamp,
+    Action, Checks, CrashPolicy, Env, Generation, Name, RegistryCredentials, Resources, Rootfs,
+    Routes, Timestamp,
 };
 
 /// What a user wants running. Only `instances`, `routes` and `annotation` change after
@@ -14,6 +15,9 @@ pub struct LrpSpec {
     pub name: Name,
     pub domain: Name,
     pub rootfs: Rootfs,
+    /// The registry login for a `docker://` rootfs that needs one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_credentials: Option<RegistryCredentials>,
     pub instances: u32,
     pub resources: Resources,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -71,6 +75,7 @@ impl LrpSpec {
         }
         self.action.validate().map_err(|e| e.within("action"))?;
         image_only(&self.rootfs, self.setup.as_ref(), &self.action)?;
+        check_credentials(&self.rootfs, self.image_credentials.as_ref())?;
         check_env("env", &self.env)?;
         if self.ports.len() > limits::PORTS {
             return Err(ValidationError::new(
@@ -95,6 +100,25 @@ impl LrpSpec {
     }
 }
 
+/// Registry credentials go with an image, and are valid.
+pub(crate) fn check_credentials(
+    rootfs: &Rootfs,
+    credentials: Option<&RegistryCredentials>,
+) -> Result<(), ValidationError> {
+    let Some(credentials) = credentials else {
+        return Ok(());
+    };
+    if !matches!(rootfs, Rootfs::Docker(_)) {
+        return Err(ValidationError::new(
+            "image_credentials",
+            format!("are for a docker:// registry, but the rootfs is {rootfs}"),
+        ));
+    }
+    credentials
+        .validate()
+        .map_err(|e| e.within("image_credentials"))
+}
+
 /// `run_image` needs an image to take the command from.
 pub(crate) fn image_only(
     rootfs: &Rootfs,
@@ -117,6 +141,17 @@ pub(crate) fn image_only(
 }
 
 impl Lrp {
+    /// The LRP as the API shows it: its registry password left out.
+    pub fn redacted(&self) -> Lrp {
+        let mut shown = self.clone();
+        shown.spec.image_credentials = shown
+            .spec
+            .image_credentials
+            .as_ref()
+            .map(RegistryCredentials::redacted);
+        shown
+    }
+
     /// The LRP after `update`, validated, or why the update is refused. The generation
     /// and timestamps are the store's to set.
     pub fn updated(&self, update: &LrpUpdate, now: Timestamp) -> Result<Lrp, ValidationError> {
@@ -190,6 +225,7 @@ pub(crate) mod tests {
 
     pub(crate) fn spec() -> LrpSpec {
         LrpSpec {
+            image_credentials: None,
             name: Name::parse("name", "web").unwrap(),
             domain: Name::parse("domain", "default").unwrap(),
             rootfs: Rootfs::parse("rootfs", "preloaded:host").unwrap(),

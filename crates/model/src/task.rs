@@ -6,12 +6,18 @@ use serde::{Deserialize, Serialize};
 
 use crate::lrp::{env_map, validate_tags};
 use crate::validate::{ValidationError, check_env, check_len, limits};
-use crate::{Action, Env, Generation, InvalidTransition, Name, Resources, Rootfs, Timestamp};
+use crate::{
+    Action, Env, Generation, InvalidTransition, Name, RegistryCredentials, Resources, Rootfs,
+    Timestamp,
+};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TaskSpec {
     pub domain: Name,
     pub rootfs: Rootfs,
+    /// The registry login for a `docker://` rootfs that needs one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_credentials: Option<RegistryCredentials>,
     pub resources: Resources,
     pub action: Action,
     #[serde(default, with = "env_map", skip_serializing_if = "Vec::is_empty")]
@@ -81,6 +87,19 @@ pub struct Task {
     pub generation: Generation,
 }
 
+impl Task {
+    /// The task as the API shows it: its registry password left out.
+    pub fn redacted(&self) -> Task {
+        let mut shown = self.clone();
+        shown.spec.image_credentials = shown
+            .spec
+            .image_credentials
+            .as_ref()
+            .map(RegistryCredentials::redacted);
+        shown
+    }
+}
+
 impl TaskSpec {
     pub fn validate(&self) -> Result<(), ValidationError> {
         self.resources
@@ -88,6 +107,7 @@ impl TaskSpec {
             .map_err(|e| e.within("resources"))?;
         self.action.validate().map_err(|e| e.within("action"))?;
         crate::lrp::image_only(&self.rootfs, None, &self.action)?;
+        crate::lrp::check_credentials(&self.rootfs, self.image_credentials.as_ref())?;
         check_env("env", &self.env)?;
         if let Some(path) = &self.result_file {
             if !path.starts_with('/') {

@@ -35,6 +35,7 @@ fn name(s: &str) -> Name {
 fn lrp(lrp_name: &str, hostname: &str, tcp: Option<u16>) -> Lrp {
     Lrp {
         spec: LrpSpec {
+            image_credentials: None,
             name: name(lrp_name),
             domain: name("default"),
             rootfs: Rootfs::parse("rootfs", "preloaded:host").unwrap(),

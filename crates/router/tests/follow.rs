@@ -31,6 +31,7 @@ async fn start_server(dir: &std::path::Path, listen: SocketAddr) -> Server {
 
 fn lrp(name: &str, host: &str, instances: i64) -> LrpCreate {
     LrpCreate {
+        image_credentials: None,
         name: name.to_owned(),
         domain: None,
         rootfs: None,

@@ -304,7 +304,28 @@ pub(crate) fn render(event: &Event) -> Option<(StreamTopic, EventMessage)> {
             return Some((StreamTopic::Cell, message(kind, data)));
         }
     };
-    Some((topic, message(event.kind.as_str(), event.data.clone())))
+    Some((topic, message(event.kind.as_str(), redacted(&event.data))))
+}
+
+/// An LRP's or task's event data without its registry password (the log keeps the row
+/// as stored; the stream shows it as the API does). Data that holds credentials but
+/// does not parse is not passed on at all.
+fn redacted(data: &RawValue) -> Box<RawValue> {
+    if !data.get().contains("\"image_credentials\"") {
+        return data.to_owned();
+    }
+    match serde_json::from_str::<Value>(data.get()) {
+        Ok(mut value) => {
+            if let Some(credentials) = value
+                .get_mut("image_credentials")
+                .and_then(Value::as_object_mut)
+            {
+                credentials.remove("password");
+            }
+            raw(&value)
+        }
+        Err(_) => raw(&json!({})),
+    }
 }
 
 /// A presence event about a cell, as a cell event with the cell as its data. A cell

@@ -23,6 +23,7 @@ mod events;
 mod leader;
 mod lrps;
 mod openapi;
+mod pulls;
 mod reports;
 mod request;
 mod scheduler;
@@ -66,6 +67,8 @@ pub(crate) struct AppState {
     pub timings: Arc<Timings>,
     /// For completion callbacks.
     pub http: reqwest::Client,
+    /// Image pulls cells report, for status.
+    pub pulls: Arc<pulls::Pulls>,
 }
 
 /// Leaves the token out, so that no log line can carry it.
@@ -87,6 +90,7 @@ impl AppState {
             hub: Arc::new(Hub::new()),
             timings: Arc::new(Timings::default()),
             http: reqwest::Client::new(),
+            pulls: Arc::default(),
         }
     }
 

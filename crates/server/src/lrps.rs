@@ -38,7 +38,7 @@ pub(crate) async fn create(
     }));
     let committed = state.commit(now, mutations).await?;
     lrp.generation = stored_generation(&committed, 0, Expect::Absent);
-    Ok((StatusCode::CREATED, Json(lrp)))
+    Ok((StatusCode::CREATED, Json(lrp.redacted())))
 }
 
 #[derive(Debug, Deserialize)]
@@ -56,7 +56,9 @@ pub(crate) async fn list(
         domain: query_name("domain", query.domain.as_deref())?,
     };
     let items = state.store.list_lrps(&filter).await?;
-    Ok(Json(List { items }))
+    Ok(Json(List {
+        items: items.iter().map(Lrp::redacted).collect(),
+    }))
 }
 
 /// `GET /v1/lrps/{name}`
@@ -65,7 +67,7 @@ pub(crate) async fn get(
     Path(name): Path<String>,
 ) -> Result<Json<Lrp>, ApiError> {
     let name = path_name("LRP", &name)?;
-    Ok(Json(find(&state, &name).await?))
+    Ok(Json(find(&state, &name).await?.redacted()))
 }
 
 /// `PATCH /v1/lrps/{name}`: applies the update to the LRP as it is now (or, with
@@ -80,7 +82,7 @@ pub(crate) async fn patch(
     let (expected, update) = body.into_update()?;
     retry_raced(|| patch_once(&state, &name, expected, &update))
         .await
-        .map(Json)
+        .map(|lrp| Json(lrp.redacted()))
 }
 
 async fn patch_once(
@@ -195,7 +197,10 @@ pub(crate) async fn status(
     let name = path_name("LRP", &name)?;
     let lrp = find(&state, &name).await?;
     let instances = list_instances(&state, &name).await?;
-    Ok(Json(LrpStatus::new(lrp, instances)))
+    let pulling = state.pulls.of(&name, &instances);
+    let mut status = LrpStatus::new(lrp.redacted(), instances);
+    status.pulling = pulling;
+    Ok(Json(status))
 }
 
 async fn find(state: &AppState, name: &Name) -> Result<Lrp, ApiError> {

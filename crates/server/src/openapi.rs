@@ -208,6 +208,11 @@ fn schemas() -> Value {
             "Name": { "type": "string", "pattern": "^[a-zA-Z0-9_-]+$", "maxLength": 128 },
             "Timestamp": { "type": "integer", "minimum": 0, "description": "Milliseconds since the Unix epoch." },
             "Rootfs": { "type": "string", "description": "`preloaded:STACK`, `docker://REGISTRY/REPO:TAG` or `oci:PATH`." },
+            "RegistryCredentials": {
+                "type": "object", "additionalProperties": false, "required": ["username"],
+                "description": "A login for the registry of a docker:// rootfs. The password is required when creating and never shown: answers and events carry the username alone.",
+                "properties": { "username": { "type": "string", "maxLength": 1024 }, "password": { "type": "string", "maxLength": 1024, "writeOnly": true } },
+            },
             "ResourcesInput": resources_in,
             "Resources": {
                 "type": "object", "required": ["memory_mb", "disk_mb", "cpu_weight", "max_pids"],
@@ -285,6 +290,7 @@ fn schemas() -> Value {
                 "description": "Without `action`, a docker:// or oci: rootfs runs the image's own command (`run_image`).",
                 "properties": {
                     "name": schema("Name"), "domain": schema("Name"), "rootfs": schema("Rootfs"),
+                    "image_credentials": schema("RegistryCredentials"),
                     "instances": { "type": "integer", "minimum": 0, "maximum": 100000, "default": 1 },
                     "resources": schema("ResourcesInput"), "setup": schema("Action"), "action": schema("Action"),
                     "env": env, "ports": { "type": "array", "items": { "type": "integer", "minimum": 1, "maximum": 65535 } },
@@ -341,6 +347,7 @@ fn schemas() -> Value {
                 "description": "Without `action`, a docker:// or oci: rootfs runs the image's own command (`run_image`).",
                 "properties": {
                     "id": schema("Name"), "domain": schema("Name"), "rootfs": schema("Rootfs"),
+                    "image_credentials": schema("RegistryCredentials"),
                     "resources": schema("ResourcesInput"), "action": schema("Action"), "env": env,
                     "result_file": { "type": "string" }, "completion_callback_url": { "type": "string", "format": "uri" },
                     "placement_tags": strings, "annotation": { "type": "string", "maxLength": 10240 },

@@ -110,6 +110,25 @@ async fn apply(state: &AppState, report: &Report) -> Result<ReportResult, ApiErr
             let next = row.crash(instance_id, reason, &desired.spec.crash_policy, now);
             put_instance(state, &row, next, now).await
         }
+        Report::InstancePulling {
+            lrp,
+            index,
+            instance_id,
+            done_bytes,
+            total_bytes,
+            ..
+        } => {
+            state.pulls.report(
+                lrp,
+                api::Pulling {
+                    index: *index,
+                    instance_id: instance_id.clone(),
+                    done_bytes: *done_bytes,
+                    total_bytes: *total_bytes,
+                },
+            );
+            Ok(ReportResult::Ok)
+        }
         Report::InstanceStopped {
             lrp,
             index,

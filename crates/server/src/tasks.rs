@@ -41,7 +41,7 @@ pub(crate) async fn create(
         )
         .await?;
     task.generation = stored_generation(&committed, 0, Expect::Absent);
-    Ok((StatusCode::CREATED, Json(task)))
+    Ok((StatusCode::CREATED, Json(task.redacted())))
 }
 
 #[derive(Debug, Deserialize)]
@@ -63,7 +63,9 @@ pub(crate) async fn list(
         cell: query_name("cell", query.cell.as_deref())?,
     };
     let items = state.store.list_tasks(&filter).await?;
-    Ok(Json(List { items }))
+    Ok(Json(List {
+        items: items.iter().map(Task::redacted).collect(),
+    }))
 }
 
 const STATES: [TaskState; 4] = [
@@ -93,7 +95,7 @@ pub(crate) async fn get(
     Path(id): Path<String>,
 ) -> Result<Json<Task>, ApiError> {
     let id = path_name("task", &id)?;
-    Ok(Json(find(&state, &id).await?))
+    Ok(Json(find(&state, &id).await?.redacted()))
 }
 
 /// `POST /v1/tasks/{id}/cancel`: a PENDING or RUNNING task completes as failed.
@@ -124,7 +126,7 @@ pub(crate) async fn cancel(
             .await?;
         next.generation = stored_generation(&committed, 0, expect);
         crate::callbacks::spawn(&state, &next);
-        Ok(Json(next))
+        Ok(Json(next.redacted()))
     })
     .await
 }

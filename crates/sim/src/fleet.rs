@@ -617,6 +617,8 @@ impl Fleet {
                     }
                 }
                 Report::InstanceRunning { .. } => {}
+                // Simulated cells have no images to pull.
+                Report::InstancePulling { .. } => {}
                 // Simulated fleets do not drain, so they send neither.
                 Report::InstanceEvacuating { .. } | Report::InstanceEvacuatingClaimed { .. } => {}
             }

@@ -82,7 +82,9 @@ impl Fake {
                     }
                 }
             }
-            Report::InstanceRunning { .. } | Report::InstanceEvacuating { .. } => {}
+            Report::InstanceRunning { .. }
+            | Report::InstanceEvacuating { .. }
+            | Report::InstancePulling { .. } => {}
         }
     }
 }
@@ -268,6 +270,7 @@ fn subject_of(report: &Report) -> &str {
         | Report::InstanceCrashed { instance_id, .. }
         | Report::InstanceStopped { instance_id, .. }
         | Report::InstanceEvacuating { instance_id, .. }
+        | Report::InstancePulling { instance_id, .. }
         | Report::InstanceEvacuatingClaimed { instance_id, .. } => instance_id,
         Report::TaskStarted { id, .. }
         | Report::TaskCompleted { id, .. }
@@ -282,6 +285,7 @@ fn name(s: &str) -> Name {
 fn lrp(lrp_name: &str, env: &[(&str, &str)]) -> Box<Lrp> {
     Box::new(Lrp {
         spec: LrpSpec {
+            image_credentials: None,
             name: name(lrp_name),
             domain: name("default"),
             rootfs: Rootfs::parse("rootfs", "preloaded:host").expect("rootfs"),
@@ -319,6 +323,7 @@ fn task(id: &str, state: TaskState, env: &[(&str, &str)]) -> Box<Task> {
     Box::new(Task {
         id: name(id),
         spec: TaskSpec {
+            image_credentials: None,
             domain: name("default"),
             rootfs: Rootfs::parse("rootfs", "preloaded:host").expect("rootfs"),
             resources: Resources::default(),
@@ -364,6 +369,7 @@ fn kinds_about(fake: &Fake, subject: &str) -> Vec<&'static str> {
             Report::InstanceStopped { .. } => "stopped",
             Report::InstanceEvacuating { .. } => "evacuating",
             Report::InstanceEvacuatingClaimed { .. } => "evacuating_claimed",
+            Report::InstancePulling { .. } => "pulling",
             Report::TaskStarted { .. } => "task_started",
             Report::TaskCompleted { .. } => "task_completed",
             Report::TaskRejected { .. } => "task_rejected",

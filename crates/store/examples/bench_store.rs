@@ -251,6 +251,7 @@ async fn write_loop(store: &SqlStore, prefix: &str, stop: &AtomicBool) -> (u64, 
 /// of JSON).
 fn spec() -> TaskSpec {
     TaskSpec {
+        image_credentials: None,
         domain: Name::parse("domain", "bench").expect("constant name is valid"),
         rootfs: Rootfs::parse("rootfs", "preloaded:host").expect("constant rootfs is valid"),
         resources: Resources::default(),

@@ -245,6 +245,7 @@ pub fn name(text: &str) -> Name {
 pub fn lrp(lrp_name: &str, instances: u32, domain: &str) -> Lrp {
     Lrp {
         spec: LrpSpec {
+            image_credentials: None,
             name: name(lrp_name),
             domain: name(domain),
             rootfs: Rootfs::parse("rootfs", "preloaded:host").expect("valid rootfs"),
@@ -293,6 +294,7 @@ pub fn task(id: &str, state: TaskState, now: Timestamp) -> Task {
     Task {
         id: name(id),
         spec: TaskSpec {
+            image_credentials: None,
             domain: name("cf"),
             rootfs: Rootfs::parse("rootfs", "preloaded:host").expect("valid rootfs"),
             resources: Resources::default(),

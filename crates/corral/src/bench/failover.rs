@@ -342,6 +342,7 @@ async fn one_run(args: &FailoverArgs, run: u32) -> Result<RunResult> {
 
 fn create(name: &str, instances: u32) -> LrpCreate {
     LrpCreate {
+        image_credentials: None,
         name: name.to_owned(),
         domain: None,
         rootfs: None,

@@ -218,6 +218,7 @@ impl Bench {
     /// the time from the create request to RUNNING.
     async fn start(&self, seen: &mut Seen, name: &str, rootfs: &str) -> Result<u64> {
         let create = LrpCreate {
+            image_credentials: None,
             name: name.to_owned(),
             domain: None,
             rootfs: Some(rootfs.to_owned()),

@@ -70,6 +70,7 @@ mod tests {
         .cells("http://127.0.0.1:2")
         .expect("cells");
         let create = api::LrpCreate {
+            image_credentials: None,
             name: "web".into(),
             domain: None,
             rootfs: None,

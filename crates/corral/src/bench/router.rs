@@ -621,6 +621,7 @@ impl Bench {
 
     fn lrp(&self, name: &str, hostname: &str) -> LrpCreate {
         LrpCreate {
+            image_credentials: None,
             name: name.to_owned(),
             domain: None,
             rootfs: Some("preloaded:host".to_owned()),

@@ -271,6 +271,7 @@ fn creates(setup: &Setup) -> Vec<LrpCreate> {
         .iter()
         .enumerate()
         .map(|(i, &instances)| LrpCreate {
+            image_credentials: None,
             name: format!("bench-{i:05}"),
             domain: None,
             rootfs: None,

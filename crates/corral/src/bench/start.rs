@@ -343,6 +343,7 @@ impl Bench {
 
     fn lrp(&self, name: &str, instances: u32) -> LrpCreate {
         LrpCreate {
+            image_credentials: None,
             name: name.to_owned(),
             domain: None,
             rootfs: Some(self.rootfs.to_owned()),

@@ -217,6 +217,12 @@ impl Dev {
         }
     }
 
+    /// Everything `corral dev` printed on stderr so far (its server's, cell's and
+    /// router's logs).
+    pub fn log(&self) -> String {
+        self.process.log()
+    }
+
     pub fn stop(&mut self) -> ExitStatus {
         self.process.stop()
     }

@@ -37,6 +37,7 @@ pub fn lrp(lrp_name: &str, http: &[(&str, u16)], tcp: &[(u16, u16)], generation:
     ports.dedup();
     Lrp {
         spec: LrpSpec {
+            image_credentials: None,
             name: name(lrp_name),
             domain: name("default"),
             rootfs: Rootfs::parse("rootfs", "preloaded:host").expect("valid rootfs"),

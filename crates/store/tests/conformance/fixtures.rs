@@ -24,6 +24,7 @@ pub(crate) fn data(event: &Event) -> serde_json::Value {
 pub(crate) fn lrp(n: &str, domain: &str) -> Lrp {
     Lrp {
         spec: LrpSpec {
+            image_credentials: None,
             name: name(n),
             domain: name(domain),
             rootfs: Rootfs::parse("rootfs", "preloaded:host").expect("valid rootfs"),
@@ -62,6 +63,7 @@ pub(crate) fn instance(
 
 pub(crate) fn task(id: &str, domain: &str, created: u64) -> Task {
     let spec = TaskSpec {
+        image_credentials: None,
         domain: name(domain),
         rootfs: Rootfs::parse("rootfs", "preloaded:host").expect("valid rootfs"),
         resources: Resources::default(),
