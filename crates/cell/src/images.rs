@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use image::{Cache, Credentials, Protocol, Reference, RegistryClient};
@@ -76,6 +76,9 @@ pub struct Images {
     source: ImageSource,
     cache: Cache,
     client: RegistryClient,
+    /// One lock per image being pulled: instances of a new image started together
+    /// pull it once, the others wait and then find it cached.
+    pulling: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 impl Images {
@@ -86,6 +89,7 @@ impl Images {
             source,
             cache,
             client,
+            pulling: Mutex::new(HashMap::new()),
         })
     }
 
@@ -100,6 +104,13 @@ impl Images {
     ) -> Result<Pulled, String> {
         let reference = Reference::parse(image, &self.source.default_registry)
             .map_err(|e| format!("image {image}: {e}"))?;
+        let lock = {
+            let mut pulling = self.pulling.lock().unwrap_or_else(|e| e.into_inner());
+            // Locks nobody holds or waits for are of pulls that ended.
+            pulling.retain(|_, lock| Arc::strong_count(lock) > 1);
+            pulling.entry(reference.to_string()).or_default().clone()
+        };
+        let _turn = lock.lock().await;
         let started = Instant::now();
         let tracker = Mutex::new(PullTracker::default());
         let report = |step: image::Progress| {

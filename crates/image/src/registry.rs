@@ -28,13 +28,6 @@ pub struct RegistryClient {
 
 impl RegistryClient {
     pub fn new() -> Result<RegistryClient, Error> {
-        // reqwest's rustls backend needs a process-wide crypto provider; ring is the
-        // workspace's choice (aws-lc-rs stays out of the tree; rustls deprecated ring's
-        // provider only for lacking post-quantum key exchange). Installing fails
-        // harmlessly when the binary installed one already.
-        #[cfg(feature = "tls")]
-        #[allow(deprecated)]
-        let _ = rustls::crypto::ring::default_provider().install_default();
         let http = reqwest::Client::builder()
             .user_agent(concat!("corral-image/", env!("CARGO_PKG_VERSION")))
             .connect_timeout(std::time::Duration::from_secs(30))

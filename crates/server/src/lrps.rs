@@ -21,6 +21,7 @@ pub(crate) async fn create(
     JsonBody(body): JsonBody<LrpCreate>,
 ) -> Result<(StatusCode, Json<Lrp>), ApiError> {
     let spec = body.into_spec()?;
+    crate::request::check_image(&spec.rootfs)?;
     let now = state.now();
     let mut lrp = Lrp {
         spec,

@@ -152,6 +152,17 @@ pub fn path_name(what: &str, raw: &str) -> Result<Name, ApiError> {
         .map_err(|e| ApiError::not_found(format!("no {what} named {raw:?} ({})", e.reason)))
 }
 
+/// A `docker://` rootfs names an image a registry could have: refused here, with the
+/// reason, rather than crash-looping on a cell. The grammar is the cells' own
+/// (`image::Reference`); the registry short names resolve to does not matter for it.
+pub(crate) fn check_image(rootfs: &model::Rootfs) -> Result<(), ApiError> {
+    if let model::Rootfs::Docker(reference) = rootfs {
+        image::Reference::parse(reference, image::DOCKER_HUB)
+            .map_err(|e| model::ValidationError::new("rootfs", e.to_string()))?;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

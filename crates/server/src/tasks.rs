@@ -24,6 +24,7 @@ pub(crate) async fn create(
     JsonBody(body): JsonBody<TaskCreate>,
 ) -> Result<(StatusCode, Json<Task>), ApiError> {
     let (id, spec) = body.into_spec()?;
+    crate::request::check_image(&spec.rootfs)?;
     let id = match id {
         Some(id) => id,
         // Version 7 UUIDs sort by creation time, which keeps ids and listings in order.

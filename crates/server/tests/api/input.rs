@@ -81,6 +81,8 @@ async fn bad_requests_are_refused_with_a_named_problem_and_write_nothing() {
         ("wrong type", "POST", "/v1/lrps", with("instances", json!("three")), 400, "bad_request", Some("instances"), "invalid type"),
         ("missing field", "POST", "/v1/lrps", Send::Json(r#"{"action": {"run": {"path": "a"}}}"#.into()), 400, "bad_request", None, "missing field `name`"),
         ("no command", "POST", "/v1/lrps", Send::Json(r#"{"name": "web"}"#.into()), 422, "invalid", Some("action"), "is required: preloaded:host has no command of its own"),
+        ("bad image reference", "POST", "/v1/lrps", with("rootfs", json!("docker://127.0.0.1:5000/Web:1")), 422, "invalid", Some("rootfs"), "invalid image reference"),
+        ("credentials without an image", "POST", "/v1/lrps", with("image_credentials", json!({"username": "ci", "password": "pw"})), 422, "invalid", Some("image_credentials"), "are for a docker:// registry"),
         ("unknown action", "POST", "/v1/lrps", with("action", json!({"fly": {}})), 400, "bad_request", Some("action"), "unknown variant `fly`"),
         ("invalid name", "POST", "/v1/lrps", with("name", json!("we b")), 422, "invalid", Some("name"), "may contain only"),
         ("oversized annotation", "POST", "/v1/lrps", with("annotation", json!("x".repeat(10 * 1024 + 1))), 422, "invalid", Some("annotation"), "10241 bytes"),
