@@ -15,7 +15,7 @@ pub enum Error {
     Reference(#[from] ReferenceError),
     /// The registry could not be reached or the connection broke. reqwest's message
     /// names the URL, which never holds credentials.
-    #[error("cannot reach registry {registry}: {source}")]
+    #[error("cannot reach registry {registry}: {}", with_cause(source))]
     Http {
         registry: String,
         #[source]
@@ -106,5 +106,19 @@ impl Error {
             path,
             source,
         }
+    }
+}
+
+/// An error with its innermost cause, which says what happened ("failed to lookup
+/// address information", "Connection refused") where the outer one does not.
+fn with_cause(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut cause = error;
+    while let Some(source) = cause.source() {
+        cause = source;
+    }
+    if std::ptr::addr_eq(cause, error) {
+        error.to_string()
+    } else {
+        format!("{error} ({cause})")
     }
 }
