@@ -47,6 +47,7 @@ pub fn upsert(doc: &str, section: &Section<'_>, row: Vec<String>) -> String {
         }
         None => (&lines[..], &lines[0..0], &lines[0..0]),
     };
+    let notes = notes_after_outro(old, section.outro);
     let mut rows: Vec<Vec<String>> = table_rows(old, section.header.len())
         .into_iter()
         .filter(|r| section.key.iter().any(|&k| r.get(k) != row.get(k)))
@@ -91,6 +92,13 @@ pub fn upsert(doc: &str, section: &Section<'_>, row: Vec<String>) -> String {
         out.push_str(section.outro.trim_end());
         out.push('\n');
     }
+    if !notes.is_empty() {
+        out.push('\n');
+        for line in notes {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
     if !after.is_empty() {
         out.push('\n');
         for line in after {
@@ -99,6 +107,30 @@ pub fn upsert(doc: &str, section: &Section<'_>, row: Vec<String>) -> String {
         }
     }
     out
+}
+
+/// What people wrote in a section after its outro (an analysis of the figures, say):
+/// kept when the table is rewritten. Nothing when the outro is not found as it is now.
+fn notes_after_outro<'a>(section: &[&'a str], outro: &str) -> Vec<&'a str> {
+    let outro: Vec<&str> = outro.trim_end().lines().collect();
+    let Some(first) = outro.first() else {
+        return Vec::new();
+    };
+    let Some(at) = section
+        .iter()
+        .position(|l| l.trim_end() == first.trim_end())
+    else {
+        return Vec::new();
+    };
+    let mut notes: Vec<&str> = section[at + outro.len()..]
+        .iter()
+        .copied()
+        .skip_while(|l| l.trim().is_empty())
+        .collect();
+    while notes.last().is_some_and(|l| l.trim().is_empty()) {
+        notes.pop();
+    }
+    notes
 }
 
 /// The body rows of the first table in `lines` that have `columns` cells.
@@ -193,6 +225,18 @@ mod tests {
         );
         let again = upsert(&out, &SECTION, row(&["d3", "1,000", "9"]));
         assert!(again.contains("| d2 | 100 | 2 |\n| d3 | 1,000 | 9 |\n| d1 | 10,000 | 50 |"));
+    }
+
+    #[test]
+    fn notes_after_the_outro_are_kept() {
+        let doc = "## Speed\n\nHow fast.\n\n| Date | Size | Time |\n|---|---|---:|\n\
+                   | d1 | 100 | 1 |\n\nGoal: fast.\n\nWhy it is slow: disks.\n\n## After\n\nstays\n";
+        let out = upsert(doc, &SECTION, row(&["d2", "100", "2"]));
+        assert_eq!(
+            out,
+            "## Speed\n\nHow fast.\n\n| Date | Size | Time |\n|---|---|---:|\n\
+             | d2 | 100 | 2 |\n\nGoal: fast.\n\nWhy it is slow: disks.\n\n## After\n\nstays\n"
+        );
     }
 
     #[test]
