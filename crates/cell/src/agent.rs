@@ -201,15 +201,7 @@ impl Agent {
                     None => Credentials::Anonymous,
                 };
                 let pulled = images.pull(image, &credentials, progress).await?;
-                // A layer an image lists twice is one lower directory (overlayfs
-                // refuses the same one twice); the upper copy shadows the lower.
-                let mut lower: Vec<_> = Vec::new();
-                for layer in pulled.image.layers.iter().rev() {
-                    if !lower.contains(layer) {
-                        lower.push(layer.clone());
-                    }
-                }
-                lower.reverse();
+                let lower = pulled.image.layers.clone();
                 Ok((RootfsSpec::Layers { lower }, Some(pulled)))
             }
             _ => Ok((self.config.stacks.resolve(rootfs)?, None)),
@@ -224,13 +216,14 @@ impl Agent {
         };
         let records = self.records.clone();
         let trimmed = tokio::task::spawn_blocking(move || {
-            let in_use: Vec<String> = records
-                .all()
-                .iter()
-                .filter_map(|container| records.load(container))
-                .flat_map(|record| record.image_layers)
-                .collect();
-            images.evict(&in_use);
+            images.evict(|| {
+                records
+                    .all()
+                    .iter()
+                    .filter_map(|container| records.load(container))
+                    .flat_map(|record| record.image_layers)
+                    .collect()
+            });
         });
         if let Err(e) = trimmed.await {
             warn!(error = %e, "trimming the image cache did not finish");

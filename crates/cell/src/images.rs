@@ -134,12 +134,20 @@ impl Images {
     }
 
     /// Removes what no container uses, least recently used first, until the cache is
-    /// within its limit. `in_use` are the layers of containers that may hold no
-    /// pulled image in this agent (re-adopted ones); images pulled by this agent pin
-    /// themselves.
-    pub fn evict(&self, in_use: &[String]) {
+    /// within its limit. `in_use` lists the layers of containers that may hold no
+    /// pulled image in this agent (re-adopted ones; images pulled by this agent pin
+    /// themselves); it is asked only when the cache is over its limit, which is rare.
+    pub fn evict(&self, in_use: impl FnOnce() -> Vec<String>) {
+        match self.cache.size() {
+            Ok(size) if size <= self.source.cache_limit_bytes => return,
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "measuring the image cache failed");
+                return;
+            }
+        }
         let held = self.cache.lease(
-            in_use
+            in_use()
                 .iter()
                 .filter_map(|d| d.parse::<image::Digest>().ok()),
         );
@@ -164,7 +172,7 @@ const PROGRESS_EVERY: Duration = Duration::from_millis(250);
 /// the sum is worth passing on: at most every [`PROGRESS_EVERY`], and once all is in.
 #[derive(Debug, Default)]
 struct PullTracker {
-    blobs: HashMap<String, (u64, u64)>,
+    blobs: HashMap<image::Digest, (u64, u64)>,
     last: Option<Instant>,
 }
 
@@ -174,8 +182,7 @@ impl PullTracker {
             image::Phase::Downloading => step.done.min(step.total),
             _ => step.total,
         };
-        self.blobs
-            .insert(step.digest.to_string(), (done, step.total));
+        self.blobs.insert(step.digest.clone(), (done, step.total));
         let (done, total) = self
             .blobs
             .values()

@@ -162,8 +162,12 @@ mod tests {
                 }
             }),
         );
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("a free loopback port");
+        let addr = listener
+            .local_addr()
+            .expect("a bound listener has an address");
         tokio::spawn(async move { axum::serve(listener, app).await });
         format!("http://{addr}")
     }
@@ -172,7 +176,7 @@ mod tests {
     async fn a_refused_report_does_not_stall_the_others() {
         let applied = Arc::new(Mutex::new(Vec::new()));
         let url = server(applied.clone()).await;
-        let reporter = Reporter::start(Client::new(&url, None).unwrap());
+        let reporter = Reporter::start(Client::new(&url, None).expect("an http:// URL"));
         reporter.send(stopped("first"));
         reporter.send(stopped("bad"));
         let answer = tokio::time::timeout(Duration::from_secs(20), reporter.ask(stopped("after")))

@@ -16,7 +16,7 @@ use api::LrpStatus;
 use model::{InstanceState, Task, TaskState};
 use tempfile::TempDir;
 
-use common::{Daemon, Dev, corral, json, ok, poll, poll_for};
+use common::{Daemon, Dev, corral, json, ok, poll, poll_for, poll_for_explained};
 
 /// Long enough for a cold start of containers on a busy 2-core machine.
 const RUN_DEADLINE: Duration = Duration::from_secs(60);
@@ -122,20 +122,22 @@ fn task(home: &Path, id: &str) -> Task {
 }
 
 fn completed(home: &Path, id: &str) -> Task {
-    let deadline = std::time::Instant::now() + RUN_DEADLINE;
-    loop {
-        let task = task(home, id);
-        if task.state == TaskState::Completed {
-            return task;
-        }
+    poll_for_explained(
+        &format!("task {id} to complete"),
+        RUN_DEADLINE,
+        || {
+            let task = task(home, id);
+            (task.state == TaskState::Completed).then_some(task)
+        },
         // What the task and the cell were doing is what tells why it never finished.
-        assert!(
-            std::time::Instant::now() < deadline,
-            "task {id} did not complete within {RUN_DEADLINE:?}: {task:?}\ncells: {}",
-            String::from_utf8_lossy(&corral(home, &["cells"]).stdout)
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+        || {
+            format!(
+                "task: {:?}\ncells: {}",
+                task(home, id),
+                String::from_utf8_lossy(&corral(home, &["cells"]).stdout)
+            )
+        },
+    )
 }
 
 /// Pids of host processes whose command line holds `marker`.

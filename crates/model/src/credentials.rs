@@ -39,6 +39,13 @@ impl RegistryCredentials {
         }
     }
 
+    /// Leaves the password out of a login held by a row shown to users.
+    pub fn redact(login: &mut Option<RegistryCredentials>) {
+        if let Some(login) = login {
+            login.password.clear();
+        }
+    }
+
     pub fn validate(&self) -> Result<(), ValidationError> {
         if self.username.is_empty() {
             return Err(ValidationError::new("username", "must not be empty"));

@@ -144,11 +144,7 @@ impl Lrp {
     /// The LRP as the API shows it: its registry password left out.
     pub fn redacted(&self) -> Lrp {
         let mut shown = self.clone();
-        shown.spec.image_credentials = shown
-            .spec
-            .image_credentials
-            .as_ref()
-            .map(RegistryCredentials::redacted);
+        RegistryCredentials::redact(&mut shown.spec.image_credentials);
         shown
     }
 

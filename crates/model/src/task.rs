@@ -91,11 +91,7 @@ impl Task {
     /// The task as the API shows it: its registry password left out.
     pub fn redacted(&self) -> Task {
         let mut shown = self.clone();
-        shown.spec.image_credentials = shown
-            .spec
-            .image_credentials
-            .as_ref()
-            .map(RegistryCredentials::redacted);
+        RegistryCredentials::redact(&mut shown.spec.image_credentials);
         shown
     }
 }

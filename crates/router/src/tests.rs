@@ -423,8 +423,12 @@ async fn an_endpoint_dying_mid_answer_costs_a_try_not_the_request() {
 /// A backend that answers one request per connection, then closes it without saying
 /// so (as one whose keep-alive timeout is short does); it counts its connections.
 async fn answers_once_per_connection() -> (SocketAddr, Arc<AtomicUsize>) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("a free loopback port");
+    let addr = listener
+        .local_addr()
+        .expect("a bound listener has an address");
     let accepted = Arc::new(AtomicUsize::new(0));
     let counter = accepted.clone();
     tokio::spawn(async move {
@@ -450,8 +454,12 @@ async fn answers_once_per_connection() -> (SocketAddr, Arc<AtomicUsize>) {
 
 /// A backend like [`backend`] that counts the connections it accepted.
 async fn counting_backend() -> (SocketAddr, Arc<AtomicUsize>) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("a free loopback port");
+    let addr = listener
+        .local_addr()
+        .expect("a bound listener has an address");
     let accepted = Arc::new(AtomicUsize::new(0));
     let counter = accepted.clone();
     tokio::spawn(async move {

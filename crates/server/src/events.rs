@@ -304,7 +304,13 @@ pub(crate) fn render(event: &Event) -> Option<(StreamTopic, EventMessage)> {
             return Some((StreamTopic::Cell, message(kind, data)));
         }
     };
-    Some((topic, message(event.kind.as_str(), redacted(&event.data))))
+    // Only LRPs and tasks carry registry credentials; instance events, the bulk of
+    // the stream, pass untouched.
+    let data = match topic {
+        StreamTopic::Lrp | StreamTopic::Task => redacted(&event.data),
+        _ => event.data.clone(),
+    };
+    Some((topic, message(event.kind.as_str(), data)))
 }
 
 /// An LRP's or task's event data without its registry password (the log keeps the row

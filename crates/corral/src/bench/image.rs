@@ -24,18 +24,17 @@ use client::Client;
 use image::Digest;
 use runtime::HelperClient;
 use serde_json::json;
-use server::{ServerOptions, Timings};
 use tokio::process::{Child, Command};
 use tokio::sync::mpsc;
 
 use super::Record;
+use super::cluster::{Cluster, until_cell_joined};
 use super::machine::Machine;
 use super::markdown::{self, Section};
+use super::router::find_program;
 use super::start::{Seen, micros, ms, sorted, until_no_containers, watch};
 use super::stats::percentile;
 use crate::cell_cmd::{self, BackendChoice, CellRunArgs};
-use crate::cli::Global;
-use crate::config::ProcessEnv;
 
 #[derive(Debug, Clone, Args)]
 pub struct ImageArgs {
@@ -69,7 +68,7 @@ pub async fn run(args: &ImageArgs) -> Result<()> {
             fallback.unwrap_or_else(|| "it is not available".to_owned())
         );
     }
-    let registry_binary = which(REGISTRY).with_context(|| {
+    let registry_binary = find_program(REGISTRY).with_context(|| {
         format!("corral bench image needs {REGISTRY} (Debian package docker-registry)")
     })?;
     let machine = Machine::read();
@@ -98,16 +97,6 @@ pub async fn run(args: &ImageArgs) -> Result<()> {
         image.unpacked_bytes as f64 / 1e6
     );
 
-    let server = server::start(ServerOptions {
-        listen: ([127, 0, 0, 1], 0).into(),
-        db_url: format!("sqlite:{}", dir.path().join("corral.db").display()),
-        data_dir: dir.path().join("server"),
-        timings: Timings::default(),
-    })
-    .await
-    .context("start the server")?;
-    let api = format!("http://{}", server.addr());
-    let token = server.token().to_owned();
     let state_dir = dir.path().join("cell");
     let cell_args = CellRunArgs {
         id: Some(CELL.to_owned()),
@@ -115,36 +104,16 @@ pub async fn run(args: &ImageArgs) -> Result<()> {
         state_dir: Some(state_dir.clone()),
         ..CellRunArgs::defaults()
     };
-    let cell = match cell_cmd::prepare(
-        &cell_args,
-        &Global::default(),
-        &ProcessEnv,
-        Some((api.clone(), Some(token.clone()))),
-    )
-    .await
-    {
-        Ok(cell) => cell,
-        Err(e) => {
-            let _ = server.shutdown().await;
-            return Err(e.context("start the cell"));
-        }
-    };
-    let agent = cell.agent.clone();
-    let runner = tokio::spawn(async move { agent.run(std::future::pending()).await });
+    let cluster = Cluster::start(dir.path(), &cell_args).await?;
     let bench = Bench {
-        client: Client::new(&api, Some(token))?,
-        cursor: server.newest_event(),
+        client: cluster.client()?,
+        cursor: cluster.server.newest_event(),
         state_dir,
         reference,
         runs: args.runs,
     };
     let measured = bench.measure().await;
-    runner.abort();
-    cell.agent.stopping();
-    if let Err(e) = cell.runtime.shutdown().await {
-        eprintln!("Could not stop the cell's containers: {e:#}");
-    }
-    server.shutdown().await.context("shut the server down")?;
+    cluster.stop().await?;
     drop(registry);
     let (cold, warm) = measured?;
     report(args, &machine, &command, &image, &cold, &warm)
@@ -161,20 +130,7 @@ struct Bench {
 impl Bench {
     /// Cold and warm create -> RUNNING, in microseconds.
     async fn measure(&self) -> Result<(Vec<u64>, Vec<u64>)> {
-        let joined = Instant::now();
-        while !self
-            .client
-            .cells()
-            .await
-            .unwrap_or_default()
-            .iter()
-            .any(|c| c.id.as_str() == CELL)
-        {
-            if joined.elapsed() > START_DEADLINE {
-                bail!("the cell did not join within {START_DEADLINE:?}");
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        until_cell_joined(&self.client, CELL, START_DEADLINE).await?;
         let (tx, rx) = mpsc::unbounded_channel();
         let watcher = tokio::spawn(watch(self.client.clone(), self.cursor, tx));
         let mut seen = Seen::new(rx);
@@ -469,16 +425,6 @@ impl Registry {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
-}
-
-/// `name` on the PATH, or in /usr/bin.
-fn which(name: &str) -> Option<PathBuf> {
-    std::env::var_os("PATH")
-        .into_iter()
-        .flat_map(|path| std::env::split_paths(&path).collect::<Vec<_>>())
-        .chain([PathBuf::from("/usr/bin")])
-        .map(|dir| dir.join(name))
-        .find(|candidate| candidate.is_file())
 }
 
 fn report(

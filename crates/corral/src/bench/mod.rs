@@ -15,6 +15,7 @@
 //! - `corral bench image`: an instance from a `docker://` image with the cell's image
 //!   cache empty (pull + start) against the same image cached.
 
+mod cluster;
 mod failover;
 mod image;
 mod machine;

@@ -35,17 +35,15 @@ use model::{
     Action, Check, CheckKind, Checks, HttpRoute, Instance, InstanceState, Presence, Routes,
 };
 use runtime::{ContainerRuntime, HelperClient};
-use server::{ServerOptions, Timings};
 use tokio::process::{Child, Command};
 use tokio::sync::mpsc;
 
 use super::Record;
+use super::cluster::Cluster;
 use super::machine::{Machine, cpu_seconds};
 use super::markdown::{self, Section, thousands};
 use super::stats::{median, percentile};
-use crate::cell_cmd::{self, BackendChoice, CellRunArgs};
-use crate::cli::Global;
-use crate::config::ProcessEnv;
+use crate::cell_cmd::{BackendChoice, CellRunArgs};
 
 #[derive(Debug, Clone, Args)]
 pub struct RouterArgs {
@@ -170,16 +168,6 @@ pub async fn run(args: &RouterArgs) -> Result<()> {
         .tempdir()
         .context("create a temporary directory")?;
     let files = Files::write(dir.path())?;
-    let server = server::start(ServerOptions {
-        listen: ([127, 0, 0, 1], 0).into(),
-        db_url: format!("sqlite:{}", dir.path().join("corral.db").display()),
-        data_dir: dir.path().join("server"),
-        timings: Timings::default(),
-    })
-    .await
-    .context("start the server")?;
-    let api = format!("http://{}", server.addr());
-    let token = server.token().to_owned();
     let cell_args = CellRunArgs {
         id: Some(CELL.to_owned()),
         // nginx runs from the host's /usr/sbin: no container stack needed, nor root.
@@ -187,25 +175,10 @@ pub async fn run(args: &RouterArgs) -> Result<()> {
         state_dir: Some(dir.path().join("cell")),
         ..CellRunArgs::defaults()
     };
-    let cell = match cell_cmd::prepare(
-        &cell_args,
-        &Global::default(),
-        &ProcessEnv,
-        Some((api.clone(), Some(token.clone()))),
-    )
-    .await
-    {
-        Ok(cell) => cell,
-        Err(e) => {
-            let _ = server.shutdown().await;
-            return Err(e.context("start the cell"));
-        }
-    };
-    let agent = cell.agent.clone();
-    let runner = tokio::spawn(async move { agent.run(std::future::pending()).await });
-
+    let cluster = Cluster::start(dir.path(), &cell_args).await?;
+    let (api, token) = (cluster.api.clone(), cluster.token.clone());
     let bench = Bench {
-        client: Client::new(&api, Some(token.clone()))?,
+        client: cluster.client()?,
         http: reqwest::Client::builder()
             .no_proxy()
             .timeout(Duration::from_secs(5))
@@ -213,19 +186,14 @@ pub async fn run(args: &RouterArgs) -> Result<()> {
             .context("make an HTTP client")?,
         api,
         token,
-        cursor: server.newest_event(),
-        runtime: cell.runtime.clone(),
+        cursor: cluster.server.newest_event(),
+        runtime: cluster.cell.runtime.clone(),
         tools,
         files,
         args: args.clone(),
     };
     let measured = bench.measure().await;
-    runner.abort();
-    cell.agent.stopping();
-    if let Err(e) = cell.runtime.shutdown().await {
-        eprintln!("Could not stop the cell's containers: {e:#}");
-    }
-    server.shutdown().await.context("shut the server down")?;
+    cluster.stop().await?;
     match measured {
         Ok(figures) => report(args, &machine, &command, &figures),
         Err(e) => {
@@ -283,7 +251,7 @@ impl Tools {
 }
 
 /// `name` on $PATH, or in the sbin directories a user's $PATH often lacks.
-fn find_program(name: &str) -> Option<PathBuf> {
+pub(super) fn find_program(name: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH").unwrap_or_default();
     std::env::split_paths(&path)
         .chain(["/usr/sbin", "/sbin", "/usr/local/sbin"].map(PathBuf::from))

@@ -22,16 +22,14 @@ use client::Client;
 use futures::StreamExt;
 use model::{Action, Instance, InstanceState, Presence, Resources};
 use runtime::{ContainerRuntime, ContainerSpec, HelperClient, Limits, ProcessSpec, RootfsSpec};
-use server::{ServerOptions, Timings};
 use tokio::sync::mpsc;
 
 use super::Record;
+use super::cluster::{Cluster, until_cell_joined};
 use super::machine::Machine;
 use super::markdown::{self, Section};
 use super::stats::percentile;
 use crate::cell_cmd::{self, BackendChoice, CellRunArgs};
-use crate::cli::Global;
-use crate::config::ProcessEnv;
 
 #[derive(Debug, Clone, Args)]
 pub struct StartArgs {
@@ -111,16 +109,6 @@ pub async fn run(args: &StartArgs) -> Result<()> {
         .prefix("corral-bench-")
         .tempdir()
         .context("create a temporary directory")?;
-    let server = server::start(ServerOptions {
-        listen: ([127, 0, 0, 1], 0).into(),
-        db_url: format!("sqlite:{}", dir.path().join("corral.db").display()),
-        data_dir: dir.path().join("server"),
-        timings: Timings::default(),
-    })
-    .await
-    .context("start the server")?;
-    let api = format!("http://{}", server.addr());
-    let token = server.token().to_owned();
     let state_dir = dir.path().join("cell");
     // Room for three times the work whatever the machine has: `sleep` uses almost
     // nothing, and placement should never be what a start waits for.
@@ -135,32 +123,16 @@ pub async fn run(args: &StartArgs) -> Result<()> {
         containers,
         ..CellRunArgs::defaults()
     };
-    let cell = match cell_cmd::prepare(
-        &cell_args,
-        &Global::default(),
-        &ProcessEnv,
-        Some((api.clone(), Some(token.clone()))),
-    )
-    .await
-    {
-        Ok(cell) => cell,
-        Err(e) => {
-            let _ = server.shutdown().await;
-            return Err(e.context("start the cell"));
-        }
-    };
+    let cluster = Cluster::start(dir.path(), &cell_args).await?;
+    let helper = cluster.cell.runtime.helper_pid();
     println!(
-        "Runtime helper pid {} (to profile it: perf record -g -p {}); state in {}\n",
-        cell.runtime.helper_pid(),
-        cell.runtime.helper_pid(),
+        "Runtime helper pid {helper} (to profile it: perf record -g -p {helper}); state in {}\n",
         state_dir.display()
     );
-    let agent = cell.agent.clone();
-    let runner = tokio::spawn(async move { agent.run(std::future::pending()).await });
 
     let bench = Bench {
-        client: Client::new(&api, Some(token))?,
-        cursor: server.newest_event(),
+        client: cluster.client()?,
+        cursor: cluster.server.newest_event(),
         state_dir,
         rootfs,
         instances: args.instances,
@@ -182,12 +154,7 @@ pub async fn run(args: &StartArgs) -> Result<()> {
         }
     };
 
-    runner.abort();
-    cell.agent.stopping();
-    if let Err(e) = cell.runtime.shutdown().await {
-        eprintln!("Could not stop the cell's containers: {e:#}");
-    }
-    server.shutdown().await.context("shut the server down")?;
+    cluster.stop().await?;
     reported
 }
 
@@ -216,7 +183,7 @@ struct Bench {
 
 impl Bench {
     async fn measure(&self) -> Result<Figures> {
-        self.until_cell_joined().await?;
+        until_cell_joined(&self.client, CELL, START_DEADLINE).await?;
         let (tx, rx) = mpsc::unbounded_channel();
         let watcher = tokio::spawn(watch(self.client.clone(), self.cursor, tx));
         let mut seen = Seen::new(rx);
@@ -371,20 +338,6 @@ impl Bench {
         match runtime::linux::prepare_busybox_stack(&stacks)? {
             Some(dir) => Ok(RootfsSpec::Layers { lower: vec![dir] }),
             None => bail!("{BUSYBOX} needs /bin/busybox (Debian package busybox-static)"),
-        }
-    }
-
-    async fn until_cell_joined(&self) -> Result<()> {
-        let started = Instant::now();
-        loop {
-            let cells = self.client.cells().await.unwrap_or_default();
-            if cells.iter().any(|c| c.id.as_str() == CELL) {
-                return Ok(());
-            }
-            if started.elapsed() > START_DEADLINE {
-                bail!("the cell did not join within {START_DEADLINE:?}");
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
 }

@@ -234,14 +234,29 @@ pub fn poll<T>(what: &str, check: impl FnMut() -> Option<T>) -> T {
 }
 
 /// Calls `check` until it returns something, failing after `deadline`.
-pub fn poll_for<T>(what: &str, deadline: Duration, mut check: impl FnMut() -> Option<T>) -> T {
+pub fn poll_for<T>(what: &str, deadline: Duration, check: impl FnMut() -> Option<T>) -> T {
+    poll_for_explained(what, deadline, check, String::new)
+}
+
+/// [`poll_for`], and on a timeout the failure also says what `explain` finds (the
+/// state that tells why it never happened).
+pub fn poll_for_explained<T>(
+    what: &str,
+    deadline: Duration,
+    mut check: impl FnMut() -> Option<T>,
+    explain: impl Fn() -> String,
+) -> T {
     let deadline = Instant::now() + deadline;
     let mut pause = Duration::from_millis(10);
     loop {
         if let Some(found) = check() {
             return found;
         }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {what}\n{}",
+            explain()
+        );
         std::thread::sleep(pause);
         pause = (pause * 2).min(Duration::from_millis(200));
     }

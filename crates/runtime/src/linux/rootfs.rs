@@ -123,12 +123,14 @@ pub(super) fn is_mount_point(path: &Path) -> bool {
     own.dev() != parent.dev() || own.ino() == parent.ino()
 }
 
-/// The `lowerdir=` value for layers listed bottom first (overlayfs lists top first).
+/// The `lowerdir=` value for layers listed bottom first (overlayfs lists top first). A
+/// directory listed twice (an image may repeat a layer) is kept once, at its topmost
+/// place: overlayfs refuses a lower directory twice, and the lower copy is shadowed.
 fn lowerdir(lower: &[PathBuf]) -> anyhow::Result<String> {
     if lower.is_empty() {
         bail!("the rootfs has no layers");
     }
-    let mut parts = Vec::with_capacity(lower.len());
+    let mut parts: Vec<&str> = Vec::with_capacity(lower.len());
     for dir in lower.iter().rev() {
         if !dir.is_absolute() {
             bail!("layer {} is not an absolute path", dir.display());
@@ -136,7 +138,10 @@ fn lowerdir(lower: &[PathBuf]) -> anyhow::Result<String> {
         if !dir.is_dir() {
             bail!("layer {} is not a directory", dir.display());
         }
-        parts.push(checked(dir)?);
+        let part = checked(dir)?;
+        if !parts.contains(&part) {
+            parts.push(part);
+        }
     }
     Ok(parts.join(":"))
 }
@@ -421,6 +426,12 @@ mod tests {
             joined,
             format!("{}:{}", b.path().display(), a.path().display())
         );
+        // A layer listed twice is stacked once, where it is topmost.
+        let (a, b) = (a.path().to_path_buf(), b.path().to_path_buf());
+        assert_eq!(
+            lowerdir(&[a.clone(), b.clone(), a.clone()]).unwrap(),
+            format!("{}:{}", a.display(), b.display())
+        );
         assert!(lowerdir(&[]).is_err());
         assert!(lowerdir(&[PathBuf::from("relative")]).is_err());
     }
@@ -458,7 +469,8 @@ mod tests {
             ("4242:4242", (4242, 4242)),
         ];
         for (user, (uid, gid)) in cases {
-            let got = lookup_user(root.path(), Some(user)).unwrap();
+            let got = lookup_user(root.path(), Some(user))
+                .unwrap_or_else(|e| panic!("{user} resolves: {e:#}"));
             assert_eq!((got.uid, got.gid), (uid, gid), "{user}");
         }
         let err = lookup_user(root.path(), Some("vcap:nogroup")).unwrap_err();
