@@ -107,6 +107,7 @@ async fn run_process(ctx: &Context, run: &RunAction) -> Result<(), ActionError> 
         nofile: run.limits.nofile,
         nproc: run.limits.nproc,
         tty: None,
+        log: true,
     };
     let process = ctx
         .runtime
@@ -734,6 +735,7 @@ mod tests {
             nofile: Some(1024),
             nproc: Some(64),
             tty: None,
+            log: true,
         };
         assert_eq!(cell.fake.specs(), [spec]);
     }

@@ -48,6 +48,7 @@ pub async fn attempt(probe: Probe<'_>, info: &ContainerInfo, check: &Check) -> R
                 nofile: Some(1024),
                 nproc: None,
                 tty: None,
+                log: false,
             };
             let id = probe
                 .runtime

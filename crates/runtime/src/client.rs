@@ -28,6 +28,8 @@ pub enum RuntimeEvent {
         container: String,
         process: ProcessId,
         stream: Stream,
+        /// The process was started with [`ProcessSpec::log`] set.
+        log: bool,
         data: Arc<[u8]>,
     },
     Exited(ProcessEnd),
@@ -227,11 +229,13 @@ fn dispatch(
             container,
             process,
             stream,
+            log,
         }) => {
             let _ = events.send(RuntimeEvent::Output {
                 container,
                 process,
                 stream,
+                log,
                 data: frame.payload.into(),
             });
         }

@@ -110,6 +110,7 @@ struct Pipe {
     container: ContainerId,
     process: ProcessId,
     stream: Stream,
+    log: bool,
 }
 
 enum Source {
@@ -531,6 +532,7 @@ impl Helper {
                     container: id.to_owned(),
                     process,
                     stream,
+                    log: spec.log,
                 },
             );
         }
@@ -578,6 +580,7 @@ impl Helper {
                     container: pipe.container.clone(),
                     process: pipe.process,
                     stream: pipe.stream,
+                    log: pipe.log,
                 });
                 self.broadcast(&event, &buf);
             }

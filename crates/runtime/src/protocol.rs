@@ -126,6 +126,9 @@ pub enum Event {
         container: ContainerId,
         process: ProcessId,
         stream: Stream,
+        /// The process was started with `log` set.
+        #[serde(default)]
+        log: bool,
     },
     /// A process ended (after all of its output was sent).
     Exited {

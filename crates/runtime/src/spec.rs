@@ -92,6 +92,10 @@ pub struct ProcessSpec {
     pub nproc: Option<u64>,
     /// Give the process a terminal of this size instead of pipes (for `exec -it`).
     pub tty: Option<TtySize>,
+    /// Its output belongs to the container's log (the app's own processes), as opposed
+    /// to a health check's or an exec session's. Output events carry this flag.
+    #[serde(default)]
+    pub log: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -208,6 +208,7 @@ fn process(path: &str, args: &[&str]) -> ProcessSpec {
         nofile: None,
         nproc: None,
         tty: None,
+        log: false,
     }
 }
 

@@ -374,6 +374,7 @@ fn sleep(index: u32) -> ProcessSpec {
         nofile: None,
         nproc: None,
         tty: None,
+        log: true,
     }
 }
 
