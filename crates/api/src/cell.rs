@@ -19,7 +19,9 @@
 //! (`InstanceEvacuating`, resent until the answer is `Stale`), keeping the container
 //! until the replacement runs, so an index never has zero running copies.
 
-use model::{Cell, Lrp, Name, PortMapping, Task};
+use std::collections::BTreeMap;
+
+use model::{Cell, Lrp, Name, PortMapping, Task, Timestamp};
 use serde::{Deserialize, Serialize};
 
 /// `POST /v1/cells/heartbeat`: renews the presence of every cell listed.
@@ -195,6 +197,48 @@ pub enum ReportResult {
     /// removed, the task started elsewhere or was cancelled): the cell must stop that
     /// container, or not start that task.
     Stale { message: String },
+}
+
+/// `GET {cell address}/v1/usage`: what each container on a cell uses, as the cell's
+/// sampler last saw it, by container id.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CellUsage {
+    pub cell: Name,
+    pub containers: BTreeMap<String, ContainerUsage>,
+}
+
+/// One container's latest usage sample.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ContainerUsage {
+    /// What runs in the container.
+    pub workload: Workload,
+    /// CPU used between the last two samples, where 100 is one core fully busy; `None`
+    /// until the container has been sampled twice.
+    pub cpu_percent: Option<f64>,
+    /// CPU time used since the container started, in seconds.
+    pub cpu_seconds: f64,
+    pub memory_bytes: u64,
+    pub disk_bytes: u64,
+    pub pids: u32,
+    /// When the sampler first found the container (within one sampling interval of its
+    /// start), in milliseconds since the Unix epoch.
+    pub started_at: Timestamp,
+    /// When this sample was taken, in milliseconds since the Unix epoch.
+    pub sampled_at: Timestamp,
+}
+
+/// What a container on a cell runs.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Workload {
+    Instance {
+        lrp: Name,
+        index: u32,
+        instance_id: String,
+    },
+    Task {
+        task: Name,
+    },
 }
 
 #[cfg(test)]

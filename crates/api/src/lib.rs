@@ -12,16 +12,19 @@
 mod cell;
 mod error;
 mod event;
+pub mod exec;
+mod logs;
 mod lrp;
 mod task;
 
 pub use cell::{
-    AssignmentsRequest, Heartbeat, HeartbeatReply, Report, ReportResult, Reports, ReportsReply,
-    WorkBatch, WorkItem,
+    AssignmentsRequest, CellUsage, ContainerUsage, Heartbeat, HeartbeatReply, Report, ReportResult,
+    Reports, ReportsReply, WorkBatch, WorkItem, Workload,
 };
 pub use error::{ErrorBody, ErrorCode, ErrorDetail};
 pub use event::EventMessage;
-pub use lrp::{LrpCreate, LrpPatch, LrpStatus, Pulling, ResourcesInput};
+pub use logs::{LogEntry, LogSource, LogTail, MAX_LOG_TAIL, format_millis};
+pub use lrp::{InstanceUsage, LrpCreate, LrpPatch, LrpStatus, Pulling, ResourcesInput};
 pub use task::{DomainUpsert, TaskCreate};
 
 use serde::{Deserialize, Serialize};

@@ -87,7 +87,7 @@ pub struct LrpPatch {
 /// `GET /v1/lrps/{name}/status`: the LRP with its instances and counts by state. The
 /// state counts are of ORDINARY rows, one per index; the copies kept during a handoff
 /// (on a draining cell, or on a vanished cell that may still be up) are counted apart.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LrpStatus {
     pub lrp: Lrp,
     pub instances: Vec<Instance>,
@@ -102,6 +102,21 @@ pub struct LrpStatus {
     /// Instances whose cell is pulling their image, with how far it got.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub pulling: Vec<Pulling>,
+    /// What the containers of instances use, as their cells last sampled it: only
+    /// with `?usage=true`, and only from cells that answered.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub usage: Vec<InstanceUsage>,
+}
+
+/// One instance's container's use of its cell, from the cell's last sample.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InstanceUsage {
+    pub index: u32,
+    pub instance_id: String,
+    /// 100 is one core fully busy; `None` until the cell has sampled it twice.
+    pub cpu_percent: Option<f64>,
+    pub memory_bytes: u64,
+    pub disk_bytes: u64,
 }
 
 /// A cell's pull of an instance's image, as it last reported it.
@@ -132,6 +147,7 @@ impl LrpStatus {
             lrp,
             instances,
             pulling: Vec::new(),
+            usage: Vec::new(),
         }
     }
 }

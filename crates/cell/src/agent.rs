@@ -27,6 +27,7 @@ use tracing::{info, warn};
 
 use crate::actions::Downloads;
 use crate::images::{Images, Pulled};
+use crate::logs::{LogLimits, Logs};
 use crate::record::{Kind, Record, Records, task_container};
 use crate::reporter::Reporter;
 use crate::stacks::Stacks;
@@ -53,6 +54,10 @@ pub struct CellConfig {
     /// Longest a drain waits for replacements before stopping what is left.
     pub evacuation_timeout: Duration,
     pub reconcile_interval: Duration,
+    /// How often each container's usage is sampled (`Agent::usage`, `/metrics`).
+    pub usage_interval: Duration,
+    /// How much container output the cell lets through and keeps.
+    pub logs: LogLimits,
 }
 
 /// How a drain ended.
@@ -80,9 +85,6 @@ struct State {
     ended_tasks: HashMap<Name, Option<Instant>>,
 }
 
-/// The last output of a container, kept for `corral logs` and crash reasons.
-const LOG_RING_BYTES: usize = 64 << 10;
-
 #[derive(Debug)]
 pub struct Agent {
     pub(crate) config: CellConfig,
@@ -98,13 +100,15 @@ pub struct Agent {
     state: Mutex<State>,
     /// Signalled whenever held work ends.
     changed: Notify,
-    /// Each container's last output.
-    pub(crate) logs: Mutex<HashMap<String, std::collections::VecDeque<u8>>>,
+    /// Each container's log: its output and what the cell says about it.
+    pub(crate) logs: Logs,
     /// The address work is pushed to.
     pub(crate) address: Mutex<String>,
     drain_requested: Notify,
     /// Set when the agent's owner stops the runtime on purpose.
     stopping: std::sync::atomic::AtomicBool,
+    /// Each container's latest usage sample.
+    pub(crate) usage: crate::usage::UsageBook,
 }
 
 impl Agent {
@@ -134,10 +138,11 @@ impl Agent {
             evacuating: watch::channel(false).0,
             state: Mutex::new(State::default()),
             changed: Notify::new(),
-            logs: Mutex::new(HashMap::new()),
+            logs: Logs::new(config.logs),
             address: Mutex::new(String::new()),
             drain_requested: Notify::new(),
             stopping: std::sync::atomic::AtomicBool::new(false),
+            usage: Default::default(),
             config,
             runtime,
         }))
@@ -162,6 +167,7 @@ impl Agent {
         *self.address.lock().expect("address lock") = format!("http://{host}:{}", local.port());
         tokio::spawn(crate::http::serve(listener, self.clone()));
         tokio::spawn(self.clone().capture_output());
+        tokio::spawn(self.clone().sample_usage());
 
         // A drain asked for before the server answered (SIGTERM while it is down) is
         // honoured at once.
@@ -528,7 +534,7 @@ impl Agent {
         }
     }
 
-    fn holds(&self, container: &str) -> bool {
+    pub(crate) fn holds(&self, container: &str) -> bool {
         self.state
             .lock()
             .expect("state lock")
@@ -588,7 +594,6 @@ impl Agent {
             .ended_tasks
             .retain(|_, at| at.is_none_or(|at| at > horizon));
         drop(state);
-        self.logs.lock().expect("logs lock").remove(container);
         self.changed.notify_waiters();
     }
 
@@ -598,6 +603,12 @@ impl Agent {
             .expect("state lock")
             .ended_tasks
             .insert(id.clone(), Some(Instant::now()));
+    }
+
+    /// The ids of the containers held.
+    pub(crate) fn held_containers(&self) -> Vec<String> {
+        let state = self.state.lock().expect("state lock");
+        state.held.keys().cloned().collect()
     }
 
     pub(crate) fn held_count(&self) -> usize {
@@ -649,20 +660,19 @@ impl Agent {
         Drained { forced }
     }
 
-    /// Keeps the last output of every container, bounded.
+    /// Keeps the output of the app's processes in the containers' logs.
     async fn capture_output(self: Arc<Agent>) {
         let mut events = self.runtime.subscribe();
         loop {
             match events.recv().await {
                 Ok(RuntimeEvent::Output {
-                    container, data, ..
-                }) => {
-                    let mut logs = self.logs.lock().expect("logs lock");
-                    let ring = logs.entry(container).or_default();
-                    ring.extend(data.iter());
-                    let excess = ring.len().saturating_sub(LOG_RING_BYTES);
-                    ring.drain(..excess);
-                }
+                    container,
+                    process,
+                    stream,
+                    log: true,
+                    data,
+                }) => self.logs.output(&container, process, stream, &data),
+                Ok(RuntimeEvent::Exited(end)) => self.logs.exited(&end.container, end.process),
                 Ok(RuntimeEvent::HelperLost) => {
                     if !self.stopping.load(std::sync::atomic::Ordering::Relaxed) {
                         tracing::error!(
@@ -678,13 +688,6 @@ impl Agent {
                 Err(_) => return,
             }
         }
-    }
-
-    /// The last output of a container, if it is held.
-    pub(crate) fn output_tail(&self, container: &str) -> Option<Vec<u8>> {
-        let logs = self.logs.lock().expect("logs lock");
-        logs.get(container)
-            .map(|ring| ring.iter().copied().collect())
     }
 }
 

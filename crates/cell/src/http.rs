@@ -1,12 +1,15 @@
 //! The cell's HTTP endpoint: `POST /v1/work` (the scheduler pushes work),
-//! `POST /v1/drain` (start an evacuation), `GET /v1/state` and
-//! `GET /v1/containers/{id}/output`. Everything but `/v1/ping` needs the bearer token
+//! `POST /v1/drain` (start an evacuation), `GET /v1/state`,
+//! `GET /v1/containers/{id}/output` and `GET /v1/logs` (see `api::LogTail`). Everything but `/v1/ping` needs the bearer token
 //! when the cell has one.
+//! `GET /v1/usage` (`api::CellUsage`) and `GET /metrics` (Prometheus text) are in
+//! `usage.rs` and `metrics.rs`; `GET /v1/containers/{id}/exec` (a WebSocket) in
+//! `exec.rs`.
 
 use std::sync::Arc;
 
 use api::WorkBatch;
-use axum::extract::{DefaultBodyLimit, Path, Request, State};
+use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
 use axum::http::{StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -16,6 +19,7 @@ use serde_json::json;
 use tokio::net::TcpListener;
 
 use crate::agent::Agent;
+use crate::logs::Owner;
 
 /// Work batches carry whole LRPs; the limit is far above one request's worth.
 const MAX_WORK_BYTES: usize = 64 * 1024 * 1024;
@@ -26,6 +30,10 @@ pub(crate) async fn serve(listener: TcpListener, agent: Arc<Agent>) {
         .route("/v1/drain", post(drain))
         .route("/v1/state", get(state))
         .route("/v1/containers/{id}/output", get(output))
+        .route("/v1/containers/{id}/exec", get(crate::exec::exec))
+        .route("/v1/logs", get(logs))
+        .route("/v1/usage", get(crate::usage::serve))
+        .route("/metrics", get(crate::metrics::serve))
         .layer(middleware::from_fn_with_state(agent.clone(), authorize))
         .route("/v1/ping", get(|| async { "ok" }))
         .layer(DefaultBodyLimit::max(MAX_WORK_BYTES))
@@ -35,7 +43,7 @@ pub(crate) async fn serve(listener: TcpListener, agent: Arc<Agent>) {
     }
 }
 
-fn error(status: StatusCode, message: &str) -> Response {
+pub(crate) fn error(status: StatusCode, message: &str) -> Response {
     (status, Json(json!({ "error": { "message": message } }))).into_response()
 }
 
@@ -86,11 +94,115 @@ async fn state(State(agent): State<Arc<Agent>>) -> Response {
 }
 
 async fn output(State(agent): State<Arc<Agent>>, Path(id): Path<String>) -> Response {
-    match agent.output_tail(&id) {
-        Some(bytes) => bytes.into_response(),
+    match agent.logs.text(&id) {
+        Some(text) => text.into_response(),
         None => error(
             StatusCode::NOT_FOUND,
             &format!("no container {id} on this cell"),
         ),
+    }
+}
+
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LogQuery {
+    lrp: Option<String>,
+    task: Option<String>,
+    tail: Option<usize>,
+    since: Option<u64>,
+    #[serde(default)]
+    follow: bool,
+}
+
+/// How often a follower with nothing to read gets a blank line, so that a reader can
+/// tell a quiet log from a dead connection.
+const LOG_KEEPALIVE: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// `GET /v1/logs?lrp=NAME|task=ID`: with `tail=N` (default 100) the newest lines kept
+/// and the cursor after them (`api::LogTail`); with `since=CURSOR&follow=true` the lines
+/// from the cursor on and then each new one, as newline-delimited JSON.
+async fn logs(State(agent): State<Arc<Agent>>, query: Query<LogQuery>) -> Response {
+    let Query(query) = query;
+    let owner = match (&query.lrp, &query.task) {
+        (Some(lrp), None) => model::Name::parse("lrp", lrp).map(Owner::Lrp),
+        (None, Some(task)) => model::Name::parse("task", task).map(Owner::Task),
+        _ => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "name exactly one of lrp=NAME or task=ID",
+            );
+        }
+    };
+    let owner = match owner {
+        Ok(owner) => owner,
+        Err(e) => return error(StatusCode::BAD_REQUEST, &e.to_string()),
+    };
+    if !query.follow {
+        let n = query.tail.unwrap_or(100).min(api::MAX_LOG_TAIL);
+        let (entries, next) = agent.logs.tail(&owner, n);
+        return Json(api::LogTail { entries, next }).into_response();
+    }
+    let (backlog, live) = agent.logs.follow(&owner, query.since.unwrap_or(0));
+    let state = Follow {
+        owner,
+        backlog: backlog.into_iter().map(|l| l.entry).collect(),
+        last: 0,
+        live,
+    };
+    let lines = futures::stream::unfold(state, |mut state| async move {
+        let entry = state.next().await?;
+        let line = match entry {
+            Some(entry) => {
+                let mut line = serde_json::to_vec(&entry).unwrap_or_default();
+                line.push(b'\n');
+                line
+            }
+            None => b"\n".to_vec(),
+        };
+        Some((Ok::<_, std::convert::Infallible>(line), state))
+    });
+    Response::builder()
+        .header(header::CONTENT_TYPE, "application/x-ndjson")
+        .body(axum::body::Body::from_stream(lines))
+        .unwrap_or_else(|e| error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()))
+}
+
+/// One follower of a log.
+struct Follow {
+    owner: Owner,
+    backlog: std::collections::VecDeque<api::LogEntry>,
+    /// The sequence number of the last line sent from the live feed.
+    last: u64,
+    live: tokio::sync::broadcast::Receiver<Arc<crate::logs::Line>>,
+}
+
+impl Follow {
+    /// The next entry, `Some(None)` for a keep-alive, `None` when the cell stops.
+    async fn next(&mut self) -> Option<Option<api::LogEntry>> {
+        use tokio::sync::broadcast::error::RecvError;
+        if let Some(entry) = self.backlog.pop_front() {
+            return Some(Some(entry));
+        }
+        loop {
+            match tokio::time::timeout(LOG_KEEPALIVE, self.live.recv()).await {
+                Err(_) => return Some(None),
+                Ok(Ok(line)) if line.owner == self.owner && line.seq > self.last => {
+                    self.last = line.seq;
+                    return Some(Some(line.entry.clone()));
+                }
+                Ok(Ok(_)) => {}
+                Ok(Err(RecvError::Lagged(n))) => {
+                    return Some(Some(api::LogEntry {
+                        at: crate::logs::now_millis(),
+                        source: api::LogSource::Cell,
+                        index: None,
+                        text: format!(
+                            "this reader fell behind the cell's log: up to {n} lines were skipped"
+                        ),
+                    }));
+                }
+                Ok(Err(RecvError::Closed)) => return None,
+            }
+        }
     }
 }

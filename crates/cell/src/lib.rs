@@ -9,15 +9,21 @@
 mod actions;
 mod agent;
 mod checks;
+mod exec;
 #[cfg(test)]
 mod fake;
 mod http;
 mod images;
+mod logs;
+mod metrics;
 mod record;
 mod reporter;
 mod stacks;
+mod usage;
 mod work;
 
 pub use agent::{Agent, CellConfig, Drained};
 pub use images::ImageSource;
+pub use logs::LogLimits;
 pub use stacks::{Stacks, detect_capacity};
+pub use usage::DEFAULT_USAGE_INTERVAL;

@@ -19,6 +19,7 @@ use crate::actions::{self, ActionError, Context};
 use crate::agent::Agent;
 use crate::checks;
 use crate::images::Pulled;
+use crate::logs::Owner;
 use crate::record::{Kind, Record};
 
 /// Why a container is being stopped.
@@ -50,6 +51,19 @@ pub(crate) async fn drive(
     adopted: Option<Exits>,
     stop: watch::Receiver<Option<Stop>>,
 ) {
+    let (owner, index) = match &record.work {
+        Kind::Instance { lrp, index, .. } => (Owner::Lrp(lrp.spec.name.clone()), Some(*index)),
+        Kind::Task { task } => (Owner::Task(task.id.clone()), None),
+    };
+    agent.logs.open(&container, owner, index);
+    let cell = &agent.config.id;
+    agent.logs.note(
+        &container,
+        match adopted {
+            Some(_) => format!("the agent of cell {cell} restarted and took the container back"),
+            None => format!("placed on cell {cell}: creating the container"),
+        },
+    );
     match record.work.clone() {
         Kind::Instance {
             lrp,
@@ -80,6 +94,7 @@ pub(crate) async fn drive(
             .await
         }
     }
+    agent.logs.close(&container);
     agent.records.remove(&container);
     agent.trim_images().await;
 }
@@ -115,6 +130,7 @@ impl Instance {
         match end {
             End::Crashed(reason) => {
                 info!(container = %self.container, lrp = %self.lrp.spec.name, index = self.index, %reason, "instance crashed");
+                self.note(format!("crashed: {reason}"));
                 self.destroy().await;
                 let _ = agent
                     .reporter
@@ -128,6 +144,11 @@ impl Instance {
                     .await;
             }
             End::Stopped(why) => {
+                self.note(match why {
+                    Stop::Asked => "stopping: the server asked",
+                    Stop::Quiet => "stopping: the server no longer assigns it to this cell",
+                    Stop::Cancel => "stopping: cancelled",
+                });
                 self.stop_gracefully(grace).await;
                 if why == Stop::Asked {
                     let _ = agent
@@ -141,8 +162,16 @@ impl Instance {
                         .await;
                 }
             }
-            End::HandedOver => self.stop_gracefully(grace).await,
+            End::HandedOver => {
+                self.note("evacuated: its replacement runs, stopping this one");
+                self.stop_gracefully(grace).await
+            }
         }
+    }
+
+    /// Says something about the instance in its log.
+    fn note(&self, text: impl Into<String>) {
+        self.agent.logs.note(&self.container, text);
     }
 
     fn probe(&self) -> checks::Probe<'_> {
@@ -171,6 +200,7 @@ impl Instance {
         };
         self.record.info = Some(info.clone());
         self.save();
+        self.note(created_note(&info));
         let (started_tx, mut started) = mpsc::unbounded_channel();
         let ctx = Arc::new(self.context(&info, started_tx));
         let setup = match self
@@ -288,6 +318,12 @@ impl Instance {
                 .await
                 .is_ok();
         }
+        self.note(match (&checks.liveness, routable) {
+            (Some(_), true) => "healthy: running",
+            (Some(_), false) => "healthy: running, not ready for traffic yet",
+            (None, true) => "running",
+            (None, false) => "running, not ready for traffic yet",
+        });
         if let Some(end) = self.report_running(&info, routable).await {
             return end;
         }
@@ -325,6 +361,11 @@ impl Instance {
                         if ready != routable {
                             routable = ready;
                             info!(container = %self.container, routable, "readiness changed");
+                            self.note(if routable {
+                                "ready: routable"
+                            } else {
+                                "not ready: out of the routes until its readiness check passes"
+                            });
                             if let Some(end) = self.report_running(&info, routable).await {
                                 return end;
                             }
@@ -335,7 +376,11 @@ impl Instance {
                     self.record.processes.push(process);
                     self.save();
                 }
-                _ = evacuating.changed(), if !draining => {}
+                _ = evacuating.changed(), if !draining => {
+                    if *evacuating.borrow() {
+                        self.note("evacuating: the cell is draining, asking for a replacement elsewhere");
+                    }
+                }
                 _ = tokio::time::sleep(Duration::ZERO), if draining => {
                     if let Some(end) = self.hand_over().await {
                         return end;
@@ -495,6 +540,23 @@ impl Instance {
     }
 }
 
+fn created_note(info: &ContainerInfo) -> String {
+    let ports: Vec<String> = info
+        .ports
+        .iter()
+        .map(|p| format!("{}->{}", p.host_port, p.container_port))
+        .collect();
+    if ports.is_empty() {
+        format!("container created at {}", info.address)
+    } else {
+        format!(
+            "container created at {}, ports {}",
+            info.address,
+            ports.join(", ")
+        )
+    }
+}
+
 fn action_end(exit: Result<Result<(), ActionError>, tokio::task::JoinError>) -> String {
     match exit {
         Ok(Ok(())) => "exited with status 0".to_owned(),
@@ -645,6 +707,7 @@ async fn run_task(
                 Ok(info) => {
                     record.info = Some(info.clone());
                     agent.records.save(&container, &record);
+                    agent.logs.note(&container, created_note(&info));
                     let (started_tx, mut started) = mpsc::unbounded_channel();
                     let mut env = vec![("CORRAL_TASK".to_owned(), task.id.to_string())];
                     env.extend(task.spec.env.iter().cloned());
@@ -681,6 +744,13 @@ async fn run_task(
             }
         }
     };
+    agent.logs.note(
+        &container,
+        match &outcome {
+            Ok(_) => "task succeeded".to_owned(),
+            Err(reason) => format!("task failed: {reason}"),
+        },
+    );
     if let Err(e) = agent.runtime.destroy(&container).await {
         warn!(%container, "destroying the task's container failed: {e:#}");
     }

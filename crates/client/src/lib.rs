@@ -11,6 +11,8 @@
 mod cells;
 mod error;
 mod events;
+mod exec;
+mod logs;
 pub mod sse;
 
 use std::time::Duration;
@@ -26,6 +28,8 @@ use serde::de::DeserializeOwned;
 
 pub use error::ClientError;
 pub use events::EventStream;
+pub use exec::{ExecOutput, ExecSession};
+pub use logs::LogsOf;
 
 /// How long a connection attempt may take. Short, so that a wrong address fails fast.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -96,6 +100,12 @@ impl Client {
         self.base.as_str().trim_end_matches('/')
     }
 
+    /// The bearer token this client sends, if any (the router asks for the same one on
+    /// its `/metrics`).
+    pub fn token(&self) -> Option<&str> {
+        self.token.as_deref()
+    }
+
     /// `GET /v1/health`: succeeds when the server is up. Sends no token.
     pub async fn health(&self) -> Result<(), ClientError> {
         let url = self.url(&["health"], &[])?;
@@ -151,6 +161,14 @@ impl Client {
     /// `GET /v1/lrps/{name}/status`: the LRP, its instances and counts by state.
     pub async fn lrp_status(&self, name: &str) -> Result<LrpStatus, ClientError> {
         self.call(Method::GET, &["lrps", name, "status"], &[], None::<&()>)
+            .await
+    }
+
+    /// `GET /v1/lrps/{name}/status?usage=true`: with what each placed instance's
+    /// container uses, as its cell last sampled it.
+    pub async fn lrp_status_with_usage(&self, name: &str) -> Result<LrpStatus, ClientError> {
+        let query = [("usage", "true".to_owned())];
+        self.call(Method::GET, &["lrps", name, "status"], &query, None::<&()>)
             .await
     }
 

@@ -96,6 +96,17 @@ pub struct CellRunArgs {
     /// least recently used first, until it fits (those in use always stay)
     #[arg(long, value_name = "MB", default_value_t = 10_240)]
     pub image_cache_mb: u64,
+    /// Most output one container may log, in KiB per second (bursts of one second's
+    /// worth pass); lines beyond it are dropped and the drop is noted. 0: no limit
+    #[arg(long, value_name = "KIB", default_value_t = 256)]
+    pub log_rate_kb: u64,
+    /// The newest log kept per container, in KiB, also for this long after it is gone
+    /// (--log-keep-secs), so `corral logs` can show why it ended
+    #[arg(long, value_name = "KIB", default_value_t = 256)]
+    pub log_retain_kb: usize,
+    /// How long the log of a container that is gone is kept, in seconds
+    #[arg(long, value_name = "SECS", default_value_t = 900)]
+    pub log_keep_secs: u64,
     /// Placement tags work must carry to land here (repeatable)
     #[arg(long = "tag", value_name = "TAG")]
     pub tags: Vec<String>,
@@ -377,6 +388,12 @@ pub async fn prepare(
         grace: Duration::from_millis(args.grace_ms),
         evacuation_timeout: Duration::from_millis(args.evacuation_timeout_ms),
         reconcile_interval: Duration::from_secs(30),
+        usage_interval: cell::DEFAULT_USAGE_INTERVAL,
+        logs: cell::LogLimits {
+            rate_bytes_per_sec: args.log_rate_kb.saturating_mul(1024),
+            retained_bytes: args.log_retain_kb.saturating_mul(1024),
+            keep_ended: Duration::from_secs(args.log_keep_secs),
+        },
     };
     let agent = Agent::new(config, runtime.clone() as Arc<dyn ContainerRuntime>)?;
     Ok(RunningCell {

@@ -62,6 +62,12 @@ pub enum Command {
     Update(UpdateArgs),
     /// Remove an LRP and its instances
     Rm(RmArgs),
+    /// Print an LRP's log: its instances' output and what happened to them (placed,
+    /// running, crashed, scaled), newest lines first, then new ones with -f
+    Logs(LrpLogsArgs),
+    /// Run a command in an instance's container: `corral exec web/0 -- ps`, or a shell
+    /// with `corral exec -it web/0 sh`
+    Exec(ExecArgs),
     /// Submit, list, inspect, cancel and remove one-off tasks
     #[command(subcommand)]
     Task(TaskCommand),
@@ -257,6 +263,59 @@ pub struct StatusArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct LrpLogsArgs {
+    /// Name of the LRP
+    pub name: String,
+    #[command(flatten)]
+    pub logs: LogsArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct TaskLogsArgs {
+    /// Id of the task
+    pub id: String,
+    #[command(flatten)]
+    pub logs: LogsArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct LogsArgs {
+    /// Keep printing new lines until interrupted (or the LRP is deleted, the task done)
+    #[arg(long, short = 'f')]
+    pub follow: bool,
+    /// How many of the newest lines to print first [default: 100]
+    #[arg(long, short = 'n', value_name = "N")]
+    pub tail: Option<usize>,
+    /// Print one JSON log entry per line, for scripts
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ExecArgs {
+    /// Pass stdin to the command
+    #[arg(short, long)]
+    pub interactive: bool,
+    /// Run the command on a terminal (with -i, for a shell: `-it`)
+    #[arg(short, long)]
+    pub tty: bool,
+    /// Add KEY=VALUE to the command's environment (repeatable)
+    #[arg(short, long = "env", value_name = "KEY=VALUE")]
+    pub env: Vec<String>,
+    /// The instance: the LRP's name and the instance's index, such as web/0
+    #[arg(value_name = "NAME/INDEX")]
+    pub target: String,
+    /// The command and its arguments (after `--` when they start with `-`)
+    #[arg(
+        value_name = "COMMAND",
+        required = true,
+        trailing_var_arg = true,
+        allow_hyphen_values = true
+    )]
+    pub command: Vec<String>,
+}
+
+#[derive(Debug, Args)]
 pub struct ScaleArgs {
     /// Name of the LRP
     pub name: String,
@@ -305,6 +364,8 @@ pub enum TaskCommand {
     Cancel(TaskIdArgs),
     /// Remove a completed task
     Rm(TaskIdArgs),
+    /// Print a task's log (with -f, until it completes)
+    Logs(TaskLogsArgs),
 }
 
 #[derive(Debug, Clone, Args)]

@@ -112,7 +112,7 @@ pub async fn ls(client: &Client, args: &LsArgs) -> Result<()> {
 
 pub async fn status(client: &Client, args: &StatusArgs) -> Result<()> {
     let status = client
-        .lrp_status(&args.name)
+        .lrp_status_with_usage(&args.name)
         .await
         .with_context(|| format!("get the status of LRP {}", args.name))?;
     if args.read.json {
@@ -374,10 +374,26 @@ pub fn render_lrps(lrps: &[Lrp], domain: Option<&str>) -> String {
 /// A span of time for people: `45s`, `3m20s`, `16m`.
 fn duration(ms: u64) -> String {
     let s = ms.div_ceil(1000);
-    match (s / 60, s % 60) {
-        (0, s) => format!("{s}s"),
-        (m, 0) => format!("{m}m"),
-        (m, s) => format!("{m}m{s}s"),
+    let (d, h, m) = (s / 86_400, s / 3600 % 24, s / 60 % 60);
+    match (d, h, m, s % 60) {
+        (0, 0, 0, s) => format!("{s}s"),
+        (0, 0, m, 0) => format!("{m}m"),
+        (0, 0, m, s) => format!("{m}m{s}s"),
+        (0, h, 0, _) => format!("{h}h"),
+        (0, h, m, _) => format!("{h}h{m}m"),
+        (d, 0, _, _) => format!("{d}d"),
+        (d, h, _, _) => format!("{d}d{h}h"),
+    }
+}
+
+/// Bytes as people read them: `512 B`, `3.4 MB`, `1.2 GB` (powers of 1000, as `ps`-less
+/// dashboards and `docker stats` show them).
+fn bytes(n: u64) -> String {
+    match n {
+        0..1_000 => format!("{n} B"),
+        1_000..1_000_000 => format!("{:.1} kB", n as f64 / 1e3),
+        1_000_000..1_000_000_000 => format!("{:.1} MB", n as f64 / 1e6),
+        _ => format!("{:.2} GB", n as f64 / 1e9),
     }
 }
 
@@ -439,7 +455,10 @@ pub fn render_status(status: &LrpStatus, cells: usize, now: Timestamp) -> String
         "STATE",
         "CELL",
         "ADDRESS",
-        "SINCE",
+        "CPU",
+        "MEMORY",
+        "DISK",
+        "UPTIME",
         "CRASHES",
         "REASON / PLACEMENT ERROR",
     ]);
@@ -487,6 +506,28 @@ pub fn render_status(status: &LrpStatus, cells: usize, now: Timestamp) -> String
                 format!("{reason}; {next}")
             };
         }
+        let usage = status.usage.iter().find(|u| {
+            u.index == instance.index
+                && instance
+                    .key
+                    .as_ref()
+                    .is_some_and(|k| k.instance_id == u.instance_id)
+        });
+        let (cpu, memory, disk) = match usage {
+            Some(u) => (
+                u.cpu_percent
+                    .map_or_else(|| "-".to_owned(), |p| format!("{p:.1}%")),
+                bytes(u.memory_bytes),
+                bytes(u.disk_bytes),
+            ),
+            None => ("-".to_owned(), "-".to_owned(), "-".to_owned()),
+        };
+        // Uptime is how long it has been RUNNING; other states show how long they
+        // have lasted in the reason column's words, or not at all.
+        let uptime = match instance.state {
+            InstanceState::Running => duration(now.millis_since(instance.since)),
+            _ => "-".to_owned(),
+        };
         t.add_row([
             instance.index.to_string(),
             state,
@@ -498,7 +539,10 @@ pub fn render_status(status: &LrpStatus, cells: usize, now: Timestamp) -> String
                     .unwrap_or_default(),
             ),
             dash_if_empty(address),
-            ago(instance.since, now),
+            cpu,
+            memory,
+            disk,
+            uptime,
             instance.crash_count.to_string(),
             dash_if_empty(reason),
         ]);
@@ -814,14 +858,42 @@ web: 3 instances desired, 0 running, 0 claimed, 3 unclaimed, 0 crashed
   annotation  team a
   updated     10s ago
 
-INDEX  STATE      CELL  ADDRESS  SINCE    CRASHES  REASON / PLACEMENT ERROR
-0      UNCLAIMED  -     -        20s ago  0        -
-1      UNCLAIMED  -     -        20s ago  0        -
-2      UNCLAIMED  -     -        20s ago  0        insufficient memory: wants 128 MB, best cell has 64 MB
+INDEX  STATE      CELL  ADDRESS  CPU  MEMORY  DISK  UPTIME  CRASHES  REASON / PLACEMENT ERROR
+0      UNCLAIMED  -     -        -    -       -     -       0        -
+1      UNCLAIMED  -     -        -    -       -     -       0        -
+2      UNCLAIMED  -     -        -    -       -     -       0        insufficient memory: wants 128 MB, best cell has 64 MB
 
 No cells have joined this cluster yet, so these 3 instances stay UNCLAIMED: there is nowhere to run them.
 ";
         assert_eq!(render_status(&status, 0, Timestamp(60_000)), expect);
+    }
+
+    #[test]
+    fn durations_and_sizes_read_short() {
+        let cases = [
+            (0, "0s"),
+            (1, "1s"),
+            (59_000, "59s"),
+            (60_000, "1m"),
+            (61_000, "1m1s"),
+            (3_600_000, "1h"),
+            (3_900_000, "1h5m"),
+            (86_400_000, "1d"),
+            (90_000_000, "1d1h"),
+        ];
+        for (ms, want) in cases {
+            assert_eq!(duration(ms), want, "{ms} ms");
+        }
+        let sizes = [
+            (0, "0 B"),
+            (999, "999 B"),
+            (1_000, "1.0 kB"),
+            (23_456_789, "23.5 MB"),
+            (1_500_000_000, "1.50 GB"),
+        ];
+        for (n, want) in sizes {
+            assert_eq!(bytes(n), want, "{n} bytes");
+        }
     }
 
     #[test]
@@ -834,7 +906,10 @@ No cells have joined this cluster yet, so these 3 instances stay UNCLAIMED: ther
         given_up.crash_count = 200;
         let mut evacuating = instance(0, InstanceState::Running);
         evacuating.presence = Presence::Evacuating;
-        let status = LrpStatus::new(
+        if let Some(key) = &mut evacuating.key {
+            key.instance_id = "i-0-before".into();
+        }
+        let mut status = LrpStatus::new(
             lrp(),
             vec![
                 instance(0, InstanceState::Running),
@@ -843,6 +918,13 @@ No cells have joined this cluster yet, so these 3 instances stay UNCLAIMED: ther
                 given_up,
             ],
         );
+        status.usage = vec![api::InstanceUsage {
+            index: 0,
+            instance_id: "i-0".into(),
+            cpu_percent: Some(12.345),
+            memory_bytes: 23_456_789,
+            disk_bytes: 4_096,
+        }];
         let rendered = render_status(&status, 2, Timestamp(100_000));
         let table = rendered
             .split("\n\n")
@@ -851,11 +933,11 @@ No cells have joined this cluster yet, so these 3 instances stay UNCLAIMED: ther
         assert_eq!(
             table,
             "\
-INDEX  STATE                 CELL    ADDRESS         SINCE    CRASHES  REASON / PLACEMENT ERROR
-0      RUNNING               cell-1  10.0.0.7:61001  1m ago   0        -
-0      RUNNING (EVACUATING)  cell-1  10.0.0.7:61001  1m ago   0        -
-1      CRASHED               cell-1  10.0.0.7:61002  20s ago  4        exited with status 1; restarts in 40s
-2      CRASHED               cell-1  10.0.0.7:61003  1m ago   200      not restarted after 200 crashes
+INDEX  STATE                 CELL    ADDRESS         CPU    MEMORY   DISK    UPTIME  CRASHES  REASON / PLACEMENT ERROR
+0      RUNNING               cell-1  10.0.0.7:61001  12.3%  23.5 MB  4.1 kB  1m      0        -
+0      RUNNING (EVACUATING)  cell-1  10.0.0.7:61001  -      -        -       1m      0        -
+1      CRASHED               cell-1  10.0.0.7:61002  -      -        -       -       4        exited with status 1; restarts in 40s
+2      CRASHED               cell-1  10.0.0.7:61003  -      -        -       -       200      not restarted after 200 crashes
 "
         );
         assert!(rendered.starts_with(

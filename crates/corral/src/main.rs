@@ -9,6 +9,8 @@ mod cluster;
 mod config;
 mod dev;
 mod events;
+mod exec;
+mod logs;
 mod lrp;
 mod output;
 mod router_cmd;
@@ -43,6 +45,10 @@ fn main() -> ExitCode {
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        // The remote command's exit code is `corral exec`'s.
+        Err(error) if error.is::<exec::RemoteExit>() => error
+            .downcast_ref::<exec::RemoteExit>()
+            .map_or(ExitCode::FAILURE, exec::RemoteExit::exit_code),
         Err(error) => {
             eprint!("{}", output::error_report(&error));
             ExitCode::FAILURE
@@ -97,6 +103,10 @@ async fn run(cli: Cli, env: &dyn Env) -> Result<()> {
         Command::Scale(args) => lrp::scale(&client, args).await,
         Command::Update(args) => lrp::update(&client, args).await,
         Command::Rm(args) => lrp::rm(&client, args).await,
+        Command::Logs(args) => {
+            logs::run(&client, client::LogsOf::Lrp(&args.name), &args.logs).await
+        }
+        Command::Exec(args) => exec::run(&client, args).await,
         Command::Task(command) => task::run(&client, command).await,
         Command::Cells(args) => cluster::cells(&client, args).await,
         Command::Domains(args) => cluster::domains(&client, args).await,

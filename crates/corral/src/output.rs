@@ -61,30 +61,11 @@ pub fn ago(then: Timestamp, now: Timestamp) -> String {
 
 /// `then` in UTC, as `2026-11-23 15:37:44`.
 pub fn utc(then: Timestamp) -> String {
-    let seconds = then.as_millis() / 1000;
-    let (days, second_of_day) = (seconds / 86400, seconds % 86400);
-    let (year, month, day) = civil_from_days(days as i64);
+    let t = then.utc();
     format!(
-        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}",
-        second_of_day / 3600,
-        second_of_day / 60 % 60,
-        second_of_day % 60
+        "{:04}-{:02}-{:02} {:02}:{:02}:{:02}",
+        t.year, t.month, t.day, t.hour, t.minute, t.second
     )
-}
-
-/// The proleptic Gregorian date of a day count since 1970-01-01 (Howard Hinnant's
-/// `civil_from_days`), so that printing a date needs no time-zone library.
-fn civil_from_days(days: i64) -> (i64, u32, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    (year, month, day)
 }
 
 /// Quotes a word for a shell when it needs it, so that a printed command can be pasted.

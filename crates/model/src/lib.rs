@@ -37,7 +37,7 @@ pub use name::Name;
 pub use resources::Resources;
 pub use route::{HttpRoute, Routes, TcpRoute};
 pub use task::{Task, TaskSpec, TaskState, TaskTransition};
-pub use time::Timestamp;
+pub use time::{Timestamp, Utc};
 pub use validate::{Rootfs, ValidationError, limits};
 
 /// The generation of a stored row. Every write is a compare-and-set on it: a writer

@@ -27,6 +27,7 @@
 
 mod body;
 mod headers;
+mod metrics;
 mod proxy;
 mod sync;
 mod table;
@@ -102,7 +103,7 @@ impl Router {
                 source,
             })?;
         let (published, changes) = watch::channel(());
-        let state = Arc::new(proxy::Shared::new(options.balance));
+        let state = Arc::new(proxy::Shared::new(options.balance, client.token()));
         let mut tasks = vec![
             tokio::spawn(sync::follow(
                 client,

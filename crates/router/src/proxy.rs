@@ -27,6 +27,7 @@ use tracing::Level;
 use crate::Balance;
 use crate::body::{InFlight, ResponseBody, UpstreamBody};
 use crate::headers::{self, X_REQUEST_ID};
+use crate::metrics::{self, RouterMetrics};
 use crate::table::{Live, MAX_TRIES, Pool, Tried};
 
 /// How long connecting to an endpoint may take before the request tries another.
@@ -43,6 +44,9 @@ const NOT_LOADED: &str = "not ready: the routing table has not been loaded from 
 pub(crate) struct Shared {
     pub table: ArcSwap<Live>,
     pub balance: Balance,
+    pub metrics: RouterMetrics,
+    /// The bearer token `GET /metrics` asks for, when the router has one.
+    metrics_auth: Option<String>,
     client: Client<HttpConnector, UpstreamBody>,
     server: auto::Builder<TokioExecutor>,
 }
@@ -56,7 +60,7 @@ impl fmt::Debug for Shared {
 }
 
 impl Shared {
-    pub fn new(balance: Balance) -> Shared {
+    pub fn new(balance: Balance, token: Option<&str>) -> Shared {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         connector.set_connect_timeout(Some(CONNECT_TIMEOUT));
@@ -76,6 +80,8 @@ impl Shared {
         Shared {
             table: ArcSwap::from_pointee(Live::default()),
             balance,
+            metrics: RouterMetrics::default(),
+            metrics_auth: token.map(str::to_owned),
             client,
             server,
         }
@@ -137,7 +143,8 @@ struct Outcome {
 
 impl Conn {
     async fn handle(&self, request: Request<Incoming>) -> Response<ResponseBody> {
-        let started = tracing::enabled!(target: "access", Level::INFO).then(Instant::now);
+        let arrived = Instant::now();
+        let started = tracing::enabled!(target: "access", Level::INFO).then_some(arrived);
         let logged = started.map(|_| {
             let path = request.uri().path_and_query().cloned();
             (request.method().clone(), path)
@@ -155,7 +162,7 @@ impl Conn {
             let table = self.shared.table.load();
             (table.http.lookup(host_text).cloned(), table.synced)
         };
-        let (response, outcome) = match (pool, &host) {
+        let (response, outcome) = match (&pool, &host) {
             (Some(pool), Some(host)) if !pool.backends.is_empty() => {
                 self.proxy(request, host, pool, started.is_some()).await
             }
@@ -168,6 +175,7 @@ impl Conn {
                 ),
             ),
             (None, _) if request.uri().path() == "/healthz" => self.health(),
+            (None, _) if request.uri().path() == "/metrics" => self.metrics(&request),
             (None, _) if !synced => local(StatusCode::SERVICE_UNAVAILABLE, NOT_LOADED.to_owned()),
             (None, Some(_)) => local(
                 StatusCode::NOT_FOUND,
@@ -181,6 +189,11 @@ impl Conn {
                 "no route: the request names no host, and routes are by hostname\n".to_owned(),
             ),
         };
+        let stats = match &pool {
+            Some(pool) => &pool.stats,
+            None => &self.shared.metrics.unrouted,
+        };
+        stats.observe(outcome.status, arrived.elapsed());
         if let (Some(started), Some((method, path))) = (started, logged) {
             tracing::info!(
                 target: "access",
@@ -216,9 +229,11 @@ impl Conn {
         &self,
         mut request: Request<Incoming>,
         host: &HeaderValue,
-        mut pool: Arc<Pool>,
+        first: &Arc<Pool>,
         logged: bool,
     ) -> (Response<ResponseBody>, Outcome) {
+        // The pool routed by, until a retry takes the table as it is then.
+        let mut current: Option<Arc<Pool>> = None;
         let shared = &self.shared;
         let upgrade =
             request.version() == Version::HTTP_11 && headers::is_upgrade(request.headers());
@@ -261,7 +276,11 @@ impl Conn {
         let mut headers = Some(header_map);
         let mut tried = Tried::default();
         let mut failure = None;
-        while let Some(backend) = pool.pick(shared.balance, &tried) {
+        loop {
+            let pool = current.as_ref().unwrap_or(first);
+            let Some(backend) = pool.pick(shared.balance, &tried) else {
+                break;
+            };
             tried.push(backend.addr);
             // Headers are copied only when another try may need them.
             let again = retryable && pool.backends.len() > tried.len() && tried.len() < MAX_TRIES;
@@ -335,8 +354,8 @@ impl Conn {
                     }
                     // The next try picks from the table as it is now: the endpoint
                     // that failed may have left it already.
-                    if let Some(current) = host.to_str().ok().and_then(|h| self.pool(h)) {
-                        pool = current;
+                    if let Some(now) = host.to_str().ok().and_then(|h| self.pool(h)) {
+                        current = Some(now);
                     }
                 }
             }
@@ -347,6 +366,34 @@ impl Conn {
         };
         let (response, mut outcome) = local(StatusCode::BAD_GATEWAY, message);
         outcome.tries = tried.len();
+        (response, outcome)
+    }
+
+    /// `GET /metrics` on a host nothing is routed at: the router's metrics, for the
+    /// bearer token the router follows the server with (when it has one).
+    fn metrics<B>(&self, request: &Request<B>) -> (Response<ResponseBody>, Outcome) {
+        if let Some(expected) = &self.shared.metrics_auth {
+            let given = request
+                .headers()
+                .get(http::header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.split_once(' '))
+                .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+                .map(|(_, token)| token.trim());
+            if given != Some(expected.as_str()) {
+                return local(
+                    StatusCode::UNAUTHORIZED,
+                    "unauthorized: /metrics needs the API token as `Authorization: Bearer TOKEN`\n"
+                        .to_owned(),
+                );
+            }
+        }
+        let text = self.shared.metrics.encode(&self.shared.table.load());
+        let (mut response, outcome) = local(StatusCode::OK, text);
+        response.headers_mut().insert(
+            CONTENT_TYPE,
+            HeaderValue::from_static(metrics::CONTENT_TYPE),
+        );
         (response, outcome)
     }
 

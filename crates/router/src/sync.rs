@@ -46,7 +46,9 @@ impl Publisher {
         }
     }
 
-    fn publish(&mut self, table: &Table) {
+    /// Publishes the table; `changed_at` holds the event timestamps (milliseconds since
+    /// the Unix epoch) of the changes it is the first to hold.
+    fn publish(&mut self, table: &Table, changed_at: &[u64]) {
         let live = self.builder.build(table.routing());
         tracing::debug!(
             hostnames = live.http.len(),
@@ -55,6 +57,12 @@ impl Publisher {
         );
         self.shared.table.store(live);
         self.published.send_replace(());
+        let now = now_ms();
+        self.shared.metrics.published(
+            changed_at
+                .iter()
+                .map(|at| Duration::from_millis(now.saturating_sub(*at))),
+        );
     }
 }
 
@@ -84,7 +92,7 @@ async fn pass(
 ) -> Result<&'static str, ClientError> {
     let mut events = client.subscribe(None, TOPICS).await?;
     let mut table = list(client).await?;
-    publisher.publish(&table);
+    publisher.publish(&table, &[]);
     tracing::info!(
         lrps = table.lrps().count(),
         instances = table.instances().count(),
@@ -93,11 +101,14 @@ async fn pass(
         client.api_url()
     );
     *retry = FIRST_RETRY;
+    // When each change of a batch happened, for the propagation latency.
+    let mut changed_at: Vec<u64> = Vec::new();
     loop {
         let Some(first) = events.next().await else {
             return Ok("the server closed the event stream");
         };
         let mut changed = false;
+        changed_at.clear();
         let mut next = Some(first);
         let mut applied = 0;
         while let Some(event) = next {
@@ -105,8 +116,11 @@ async fn pass(
             if event.kind == "resync" {
                 return Ok("the server says events were missed");
             }
-            if let Some(change) = change(&event) {
-                changed |= table.apply(event.seq, change);
+            if let Some(change) = change(&event)
+                && table.apply(event.seq, change)
+            {
+                changed = true;
+                changed_at.push(event.at);
             }
             applied += 1;
             // Whatever else has arrived joins this batch; nothing is waited for.
@@ -119,9 +133,16 @@ async fn pass(
         // Events come in order: tombstones guard against nothing any more.
         table.forget_removed();
         if changed {
-            publisher.publish(&table);
+            publisher.publish(&table, &changed_at);
         }
     }
+}
+
+/// The wall clock in milliseconds since the Unix epoch, as event timestamps are.
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 /// Every LRP and every instance row, as the server has them now.

@@ -12,6 +12,7 @@ use http::uri::Authority;
 use routes::{Backends, HostMap, Routing};
 
 use crate::Balance;
+use crate::metrics::RouteStats;
 
 /// What requests and connections are routed by.
 #[derive(Debug, Default)]
@@ -30,6 +31,8 @@ pub(crate) struct Pool {
     pub backends: Box<[Backend]>,
     /// Where the next turn starts.
     next: AtomicUsize,
+    /// The route's request counters, kept by hostname across tables (unused for TCP).
+    pub stats: Arc<RouteStats>,
 }
 
 /// One endpoint.
@@ -102,6 +105,8 @@ pub(crate) struct Builder {
     routing: Routing,
     live: Arc<Live>,
     in_flight: HashMap<SocketAddr, Arc<AtomicUsize>>,
+    /// Each hostname's request counters, handed from table to table.
+    stats: HashMap<String, Arc<RouteStats>>,
 }
 
 impl Builder {
@@ -117,7 +122,10 @@ impl Builder {
                 .get(&hostname)
                 .filter(|before| Arc::ptr_eq(before, backends))
                 .and_then(|_| self.live.http.get(&hostname).cloned());
-            let pool = unchanged.unwrap_or_else(|| self.pool(backends));
+            let pool = unchanged.unwrap_or_else(|| {
+                let stats = self.stats.entry(hostname.to_string()).or_default().clone();
+                self.pool(backends, stats)
+            });
             live.http.insert(&hostname, pool);
         }
         for (port, backends) in routing.tcp() {
@@ -127,7 +135,7 @@ impl Builder {
                 .get(port)
                 .filter(|before| Arc::ptr_eq(before, backends))
                 .and_then(|_| self.live.tcp.get(port).cloned());
-            let pool = unchanged.unwrap_or_else(|| self.pool(backends));
+            let pool = unchanged.unwrap_or_else(|| self.pool(backends, Arc::default()));
             live.tcp.insert(*port, pool);
         }
         let live = Arc::new(live);
@@ -137,10 +145,13 @@ impl Builder {
         // it.
         self.in_flight
             .retain(|_, counter| Arc::strong_count(counter) > 1);
+        // A route that went takes its counters with it.
+        self.stats
+            .retain(|hostname, _| self.live.http.get(hostname).is_some());
         live
     }
 
-    fn pool(&mut self, backends: &Backends) -> Arc<Pool> {
+    fn pool(&mut self, backends: &Backends, stats: Arc<RouteStats>) -> Arc<Pool> {
         let lrps: Vec<&str> = backends.lrps.iter().map(|n| n.as_str()).collect();
         let backends = backends
             .endpoints
@@ -159,6 +170,7 @@ impl Builder {
             lrps: lrps.join(", "),
             backends,
             next: AtomicUsize::new(0),
+            stats,
         })
     }
 }
@@ -183,6 +195,7 @@ mod tests {
                 })
                 .collect(),
             next: AtomicUsize::new(0),
+            stats: Arc::default(),
         }
     }
 

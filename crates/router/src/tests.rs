@@ -181,7 +181,7 @@ impl Proxy {
     async fn unsynced(balance: Balance) -> Proxy {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let shared = Arc::new(Shared::new(balance));
+        let shared = Arc::new(Shared::new(balance, None));
         tokio::spawn(proxy::serve(listener, shared.clone()));
         let (published, _) = watch::channel(());
         Proxy {

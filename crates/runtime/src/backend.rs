@@ -11,7 +11,7 @@ use std::path::Path;
 
 use nix::unistd::Pid;
 
-use crate::spec::{ContainerId, ContainerInfo, ContainerSpec, ProcessSpec, Stats};
+use crate::spec::{ContainerId, ContainerInfo, ContainerSpec, ProcessSpec, Stats, TtySize};
 
 /// The standard streams handed to a new process. The loop keeps the other ends.
 #[derive(Debug)]
@@ -45,6 +45,17 @@ pub trait Backend {
         process: &ProcessSpec,
         stdio: Stdio,
     ) -> anyhow::Result<Pid>;
+
+    /// Starts a process in a container with a new terminal of `size` as its stdin,
+    /// stdout, stderr and controlling terminal (a session of its own); returns it and
+    /// the terminal's master side, which the caller reads and writes. The process is a
+    /// child of the calling process.
+    fn spawn_terminal(
+        &mut self,
+        container: &ContainerInfo,
+        process: &ProcessSpec,
+        size: TtySize,
+    ) -> anyhow::Result<(Pid, OwnedFd)>;
 
     /// Sends `signal` to every process of the container.
     fn signal_all(

@@ -29,8 +29,10 @@ use crate::protocol::{
     self, ContainerState, Event, FromHelper, Op, ProcessState, Reply, ToHelper, VERSION,
 };
 use crate::spec::{
-    ContainerId, ContainerInfo, ExitStatus, ProcessId, ProcessSpec, Stream, check_container_id,
+    ContainerId, ContainerInfo, ExitStatus, ProcessId, ProcessSpec, Stream, TtySize,
+    check_container_id,
 };
+use crate::terminal;
 
 /// A client whose unsent output grows past this is too slow to keep: it is dropped
 /// (its agent reconnects and lists).
@@ -97,7 +99,19 @@ struct Process {
     path: String,
     pid: Pid,
     stdin: Option<std::fs::File>,
+    /// The master side of the process's terminal, when it has one: input is written
+    /// to it and resizes are made on it (its output is read from a duplicate in
+    /// `pipes`).
+    terminal: Option<std::fs::File>,
     exit: Option<ExitStatus>,
+}
+
+/// A process a backend just started, with the helper's ends of its streams.
+struct Started {
+    pid: Pid,
+    stdin: Option<std::fs::File>,
+    terminal: Option<std::fs::File>,
+    outputs: Vec<(OwnedFd, Stream)>,
 }
 
 enum Child {
@@ -420,7 +434,17 @@ impl Helper {
                     .processes
                     .get_mut(&process)
                     .ok_or_else(|| format!("container {container} has no process {process}"))?;
-                if payload.is_empty() {
+                if let Some(terminal) = &mut process.terminal {
+                    // A terminal stays open: its end of input is a character.
+                    let bytes = if payload.is_empty() {
+                        &[terminal::EOF][..]
+                    } else {
+                        &payload[..]
+                    };
+                    terminal
+                        .write_all(bytes)
+                        .map_err(|e| format!("writing to the terminal: {e}"))?;
+                } else if payload.is_empty() {
                     process.stdin = None;
                 } else if let Some(stdin) = &mut process.stdin {
                     stdin
@@ -429,7 +453,25 @@ impl Helper {
                 }
                 Ok(Reply::Done)
             }
-            Op::Resize { .. } => Err("this helper does not give processes terminals".to_owned()),
+            Op::Resize {
+                container,
+                process,
+                size,
+            } => {
+                let c = self.container(&container)?;
+                let p = c
+                    .processes
+                    .get(&process)
+                    .ok_or_else(|| format!("container {container} has no process {process}"))?;
+                let terminal = p.terminal.as_ref().ok_or_else(|| {
+                    format!("process {process} of container {container} has no terminal")
+                })?;
+                if p.exit.is_none() {
+                    terminal::set_size(terminal, size)
+                        .map_err(|e| format!("resizing the terminal: {e}"))?;
+                }
+                Ok(Reply::Done)
+            }
             Op::Destroy { container } => {
                 self.destroy(&container)?;
                 Ok(Reply::Done)
@@ -480,32 +522,15 @@ impl Helper {
     }
 
     fn spawn(&mut self, id: &str, spec: &ProcessSpec) -> Result<ProcessId, String> {
-        if spec.tty.is_some() {
-            return Err("this helper does not give processes terminals".to_owned());
-        }
         let container = self.container(id)?;
         if container.dead {
             return Err(format!("container {id} is dead"));
         }
         let info = container.info.clone();
-        let (stdin_read, stdin_write) = pipe()?;
-        let (stdout_read, stdout_write) = pipe()?;
-        let (stderr_read, stderr_write) = pipe()?;
-        for fd in [&stdin_write, &stdout_read, &stderr_read] {
-            set_nonblocking(fd).map_err(|e| format!("pipe: {e}"))?;
-        }
-        let pid = self
-            .backend
-            .spawn(
-                &info,
-                spec,
-                Stdio {
-                    stdin: stdin_read,
-                    stdout: stdout_write,
-                    stderr: stderr_write,
-                },
-            )
-            .map_err(|e| format!("starting {} in {id}: {e:#}", spec.path))?;
+        let started = match spec.tty {
+            Some(size) => self.start_on_terminal(&info, spec, size)?,
+            None => self.start_with_pipes(&info, spec)?,
+        };
         let container = self
             .containers
             .get_mut(id)
@@ -516,14 +541,15 @@ impl Helper {
             process,
             Process {
                 path: spec.path.clone(),
-                pid,
-                stdin: Some(std::fs::File::from(stdin_write)),
+                pid: started.pid,
+                stdin: started.stdin,
+                terminal: started.terminal,
                 exit: None,
             },
         );
         self.children
-            .insert(pid, Child::Process(id.to_owned(), process));
-        for (fd, stream) in [(stdout_read, Stream::Stdout), (stderr_read, Stream::Stderr)] {
+            .insert(started.pid, Child::Process(id.to_owned(), process));
+        for (fd, stream) in started.outputs {
             self.next_pipe += 1;
             self.pipes.insert(
                 self.next_pipe,
@@ -537,6 +563,68 @@ impl Helper {
             );
         }
         Ok(process)
+    }
+
+    fn start_with_pipes(
+        &mut self,
+        info: &ContainerInfo,
+        spec: &ProcessSpec,
+    ) -> Result<Started, String> {
+        let (stdin_read, stdin_write) = pipe()?;
+        let (stdout_read, stdout_write) = pipe()?;
+        let (stderr_read, stderr_write) = pipe()?;
+        for fd in [&stdin_write, &stdout_read, &stderr_read] {
+            set_nonblocking(fd).map_err(|e| format!("pipe: {e}"))?;
+        }
+        let pid = self
+            .backend
+            .spawn(
+                info,
+                spec,
+                Stdio {
+                    stdin: stdin_read,
+                    stdout: stdout_write,
+                    stderr: stderr_write,
+                },
+            )
+            .map_err(|e| format!("starting {} in {}: {e:#}", spec.path, info.id))?;
+        Ok(Started {
+            pid,
+            stdin: Some(std::fs::File::from(stdin_write)),
+            terminal: None,
+            outputs: vec![(stdout_read, Stream::Stdout), (stderr_read, Stream::Stderr)],
+        })
+    }
+
+    fn start_on_terminal(
+        &mut self,
+        info: &ContainerInfo,
+        spec: &ProcessSpec,
+        size: TtySize,
+    ) -> Result<Started, String> {
+        let (pid, master) = self
+            .backend
+            .spawn_terminal(info, spec, size)
+            .map_err(|e| format!("starting {} in {}: {e:#}", spec.path, info.id))?;
+        // Both descriptors share one open file, so both are non-blocking.
+        let output = set_nonblocking(&master)
+            .and_then(|()| master.try_clone())
+            .map_err(|e| format!("setting up the terminal of {}: {e}", spec.path));
+        let output = match output {
+            Ok(output) => output,
+            Err(e) => {
+                // Nobody could reach it; it is reaped as an unknown child.
+                let _ = kill(pid, Signal::SIGKILL);
+                return Err(e);
+            }
+        };
+        Ok(Started {
+            pid,
+            stdin: None,
+            terminal: Some(std::fs::File::from(master)),
+            // A terminal has one output stream.
+            outputs: vec![(output, Stream::Stdout)],
+        })
     }
 
     /// Kills everything in the container and forgets it at once; the rest of its
@@ -671,6 +759,7 @@ impl Helper {
         if let Some(p) = container.processes.get_mut(&process) {
             p.exit = Some(exit);
             p.stdin = None;
+            p.terminal = None;
         }
         let event = FromHelper::Event(Event::Exited {
             container: id.to_owned(),

@@ -17,6 +17,7 @@ pub mod linux;
 pub mod process;
 pub mod protocol;
 pub mod spec;
+pub mod terminal;
 
 pub use backend::{Backend, Created, Stdio};
 pub use client::{HelperClient, ProcessEnd, RuntimeEvent};
@@ -45,8 +46,11 @@ pub trait ContainerRuntime: Send + Sync + std::fmt::Debug {
         process: Option<ProcessId>,
         signal: i32,
     ) -> anyhow::Result<()>;
+    /// Writes to a process's stdin (its terminal, when it has one). Empty `data` is
+    /// end of input: a pipe is closed; a terminal gets its end-of-file character.
     async fn input(&self, container: &str, process: ProcessId, data: Vec<u8>)
     -> anyhow::Result<()>;
+    /// Sets the window size of a process's terminal (an error when it has none).
     async fn resize(
         &self,
         container: &str,

@@ -21,7 +21,13 @@ use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::{Pid, pipe2};
 use runtime::linux::{LinuxBackend, LinuxConfig, check_supported, prepare_busybox_stack};
-use runtime::{Backend, ContainerInfo, ContainerSpec, Limits, ProcessSpec, RootfsSpec, Stdio};
+use runtime::{
+    Backend, ContainerInfo, ContainerSpec, Limits, ProcessSpec, RootfsSpec, Stdio, TtySize,
+};
+
+#[path = "support/terminal.rs"]
+mod terminal_support;
+use terminal_support::{Terminal, has_line};
 
 const DEADLINE: Duration = Duration::from_secs(30);
 
@@ -400,6 +406,49 @@ fn echo_runs_with_the_containers_environment() {
     let err = cell.spawn_error(&info, &process("/no/such/program", &[]));
     assert!(err.contains("/no/such/program"), "{err}");
     // The container still works after failed starts.
+    cell.run(&info, process("true", &[])).expect_ok();
+    cell.backend().destroy(&info.id).expect("destroy");
+}
+
+/// A shell on a terminal (`exec -it`): it sees the terminal's size and a resize, runs
+/// what is typed, and its exit status is the one it exits with.
+#[test]
+fn a_shell_runs_on_a_terminal_that_resizes() {
+    let _serial = serial();
+    let Some(mut cell) = Cell::new(14) else {
+        return;
+    };
+    let spec = cell.spec("tty");
+    let (info, _init) = cell.create(&spec);
+    let size = TtySize {
+        rows: 30,
+        cols: 100,
+    };
+    let (pid, master) = cell
+        .backend()
+        .spawn_terminal(&info, &process("/bin/sh", &[]), size)
+        .expect("starting a shell on a terminal");
+    let mut tty = Terminal::new(master);
+    tty.type_in("tty; stty size; echo hi\n");
+    tty.read_until("the terminal's size", |out| {
+        has_line(out, "30 100") && has_line(out, "hi")
+    });
+    assert!(has_line(&tty.output, "/dev/pts/0"), "{:?}", tty.output);
+
+    runtime::terminal::set_size(
+        tty.master(),
+        TtySize {
+            rows: 40,
+            cols: 120,
+        },
+    )
+    .expect("resizing");
+    tty.type_in("stty size; exit 3\n");
+    let out = tty.read_to_end().to_owned();
+    assert!(has_line(&out, "40 120"), "{out:?}");
+    assert_eq!(wait(pid), WaitStatus::Exited(pid, 3), "{out:?}");
+
+    // The container still runs processes without terminals.
     cell.run(&info, process("true", &[])).expect_ok();
     cell.backend().destroy(&info.id).expect("destroy");
 }

@@ -133,6 +133,11 @@ pub(crate) async fn pass(state: &AppState, fence: &Fence) -> Result<(), StoreErr
             }
         }
     }
+    state.metrics.converged(started.elapsed(), &actions);
+    state.metrics.states(
+        instances.iter().map(|i| i.state),
+        tasks.iter().map(|t| t.state),
+    );
     let pruned = store.prune_events(EVENTS_KEPT).await?;
     if pruned > 0 {
         tracing::debug!(pruned, "pruned the event log");

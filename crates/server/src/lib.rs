@@ -20,8 +20,11 @@ mod converger;
 mod domains;
 mod error;
 mod events;
+mod exec;
 mod leader;
+mod logs;
 mod lrps;
+mod metrics;
 mod openapi;
 mod pulls;
 mod reports;
@@ -30,6 +33,7 @@ mod scheduler;
 mod server;
 mod tasks;
 mod timings;
+mod usage;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -69,6 +73,8 @@ pub(crate) struct AppState {
     pub http: reqwest::Client,
     /// Image pulls cells report, for status.
     pub pulls: Arc<pulls::Pulls>,
+    /// What `GET /metrics` exposes.
+    pub metrics: Arc<metrics::Metrics>,
 }
 
 /// Leaves the token out, so that no log line can carry it.
@@ -91,6 +97,7 @@ impl AppState {
             timings: Arc::new(Timings::default()),
             http: reqwest::Client::new(),
             pulls: Arc::default(),
+            metrics: Arc::default(),
         }
     }
 
@@ -207,11 +214,18 @@ pub(crate) fn routes() -> Vec<Route> {
         route(Delete, "/v1/lrps/{name}", lrps::delete),
         route(Get, "/v1/lrps/{name}/instances", lrps::instances),
         route(Get, "/v1/lrps/{name}/status", lrps::status),
+        route(
+            Get,
+            "/v1/lrps/{name}/instances/{index}/exec",
+            exec::lrp_instance,
+        ),
+        route(Get, "/v1/lrps/{name}/logs", logs::lrp),
         route(Post, "/v1/tasks", tasks::create),
         route(Get, "/v1/tasks", tasks::list),
         route(Get, "/v1/tasks/{id}", tasks::get),
         route(Delete, "/v1/tasks/{id}", tasks::delete),
         route(Post, "/v1/tasks/{id}/cancel", tasks::cancel),
+        route(Get, "/v1/tasks/{id}/logs", logs::task),
         route(Get, "/v1/cells", cells::list),
         bulk(route(Post, "/v1/cells/heartbeat", cells::heartbeat)),
         bulk(route(Post, "/v1/cells/assignments", cells::assignments)),
@@ -219,6 +233,7 @@ pub(crate) fn routes() -> Vec<Route> {
         route(Put, "/v1/domains/{name}", domains::upsert),
         route(Get, "/v1/domains", domains::list),
         route(Get, "/v1/events", events::stream),
+        route(Get, "/metrics", metrics::serve),
     ]
 }
 
@@ -241,6 +256,10 @@ pub(crate) fn router(state: AppState) -> Router {
         .layer(DefaultBodyLimit::max(api::MAX_BODY_BYTES))
         .layer(middleware::from_fn(json_errors))
         .layer(middleware::from_fn(log_request))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            metrics::count_request,
+        ))
         .with_state(state)
 }
 

@@ -190,17 +190,41 @@ pub(crate) async fn instances(
     Ok(Json(List { items }))
 }
 
-/// `GET /v1/lrps/{name}/status`
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct StatusQuery {
+    usage: Option<String>,
+}
+
+/// `GET /v1/lrps/{name}/status[?usage=true]`; with `usage`, what each placed
+/// instance's container uses, from its cell.
 pub(crate) async fn status(
     State(state): State<AppState>,
     Path(name): Path<String>,
+    QueryParams(query): QueryParams<StatusQuery>,
 ) -> Result<Json<LrpStatus>, ApiError> {
     let name = path_name("LRP", &name)?;
+    let with_usage = match query.usage.as_deref() {
+        None | Some("false") => false,
+        Some("true") => true,
+        Some(other) => {
+            return Err(ApiError::bad_request(
+                "usage",
+                format!("usage must be true or false (got {other:?})"),
+            ));
+        }
+    };
     let lrp = find(&state, &name).await?;
     let instances = list_instances(&state, &name).await?;
     let pulling = state.pulls.of(&name, &instances);
+    let usage = if with_usage {
+        crate::usage::of(&state, &instances).await
+    } else {
+        Vec::new()
+    };
     let mut status = LrpStatus::new(lrp.redacted(), instances);
     status.pulling = pulling;
+    status.usage = usage;
     Ok(Json(status))
 }
 

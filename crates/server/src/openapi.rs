@@ -70,6 +70,28 @@ fn operation(
     op
 }
 
+/// `GET /v1/lrps/{name}/instances/{index}/exec`: a WebSocket, whose frames OpenAPI
+/// cannot describe; the description says where they are.
+fn exec_operation() -> Value {
+    let mut op = operation(
+        "execInInstance",
+        "Run a command in a RUNNING instance's container over a WebSocket (send `Upgrade: websocket`). The first frame is text, `{\"command\": [..], \"tty\": {\"rows\", \"cols\"} | null, \"env\": [\"K=V\"]}`; then binary frames whose first byte is the channel (0 stdin, 1 stdout, 2 stderr) and text control frames (`{\"resize\": {..}}`, `{\"eof\": true}`; last from the server `{\"exit\": {\"code\": N}}` or `{\"error\": \"..\"}`). See docs/exec.md.",
+        vec![
+            path_param("name", "The LRP's name."),
+            json!({"name": "index", "in": "path", "required": true, "description": "The instance's index.",
+                   "schema": {"type": "integer", "minimum": 0}}),
+        ],
+        None,
+        (
+            "101",
+            json!({"description": "Switching to the WebSocket protocol."}),
+        ),
+        &["404"],
+    );
+    op["x-websocket"] = json!(true);
+    op
+}
+
 fn public(mut op: Value) -> Value {
     op["security"] = json!([]);
     if let Some(responses) = op["responses"].as_object_mut() {
@@ -121,8 +143,12 @@ pub(crate) fn document() -> Value {
                     ("200", ok("The instances.", list_of("Instance"))), &["404"]),
             },
             "/v1/lrps/{name}/status": {
-                "get": operation("getLrpStatus", "An LRP with its instances and their counts by state.", vec![name()], None,
+                "get": operation("getLrpStatus", "An LRP with its instances and their counts by state; with `usage=true`, also what each placed instance's container uses (CPU, memory, disk), asked of its cell.",
+                    vec![name(), query_param("usage", "Ask the cells what the containers use.", json!({"type": "boolean"}))], None,
                     ("200", ok("The status.", schema("LrpStatus"))), &["404"]),
+            },
+            "/v1/lrps/{name}/instances/{index}/exec": {
+                "get": exec_operation(),
             },
             "/v1/tasks": {
                 "post": operation("createTask", "Submit a task. Without an id, a UUID is generated.", vec![],
@@ -159,6 +185,18 @@ pub(crate) fn document() -> Value {
                 "post": operation("cellReports", "Cell protocol: apply what happened on cells, each report on its own; `stale` tells the cell to stop that container or not start that task.",
                     vec![], Some(body(schema("Reports"))), ("200", ok("The outcome of each report, in order.", schema("ReportsReply"))), &BODY),
             },
+            "/v1/lrps/{name}/logs": {
+                "get": operation("lrpLogs",
+                    "The LRP's log: its instances' output and what the cells and the server say about them (created, running, crashed, scaled), merged by time, as newline-delimited LogEntry JSON, oldest first. Blank lines are keep-alives.",
+                    vec![path_param("name", "The LRP's name."), log_tail_param(), log_follow_param()], None,
+                    ("200", log_stream()), &[]),
+            },
+            "/v1/tasks/{id}/logs": {
+                "get": operation("taskLogs",
+                    "The task's log, as for an LRP; a followed stream ends shortly after the task completes.",
+                    vec![path_param("id", "The task's id."), log_tail_param(), log_follow_param()], None,
+                    ("200", log_stream()), &[]),
+            },
             "/v1/domains": {
                 "get": operation("listDomains", "All domains, fresh or expired.", vec![], None,
                     ("200", ok("The domains.", list_of("Domain"))), &[]),
@@ -178,6 +216,12 @@ pub(crate) fn document() -> Value {
                     ], None,
                     ("200", json!({"description": "The stream.", "content": {"text/event-stream": {"schema": schema("EventMessage")}}})), &[]),
             },
+            "/metrics": {
+                "get": operation("metrics",
+                    "Prometheus metrics in the text exposition format 0.0.4 (names in docs/metrics.md). Needs the bearer token like the rest of the API; Prometheus sends it with `authorization: { credentials_file: ... }`.",
+                    vec![], None,
+                    ("200", json!({"description": "The metrics.", "content": {"text/plain": {"schema": {"type": "string"}}}})), &[]),
+            },
         },
         "components": {
             "securitySchemes": { "bearer": { "type": "http", "scheme": "bearer" } },
@@ -188,6 +232,33 @@ pub(crate) fn document() -> Value {
             "schemas": schemas(),
         },
     })
+}
+
+fn log_tail_param() -> Value {
+    query_param(
+        "tail",
+        "How many of the newest lines to start with (default 100, at most 10000).",
+        json!({"type": "integer", "minimum": 0, "maximum": api::MAX_LOG_TAIL}),
+    )
+}
+
+fn log_follow_param() -> Value {
+    query_param(
+        "follow",
+        "Keep the stream open and send each new line.",
+        json!({"type": "boolean"}),
+    )
+}
+
+fn log_stream() -> Value {
+    json!({"description": "The log.", "content": {"application/x-ndjson": {"schema": {
+    "type": "object", "required": ["at", "source", "text"],
+    "properties": {
+        "at": {"type": "integer", "description": "Milliseconds since the Unix epoch."},
+        "source": {"type": "string", "enum": ["out", "err", "cell", "api"]},
+        "index": {"type": "integer", "minimum": 0},
+        "text": {"type": "string"},
+    }}}}})
 }
 
 fn schemas() -> Value {
@@ -337,6 +408,14 @@ fn schemas() -> Value {
                 "properties": {
                     "lrp": schema("Lrp"), "instances": { "type": "array", "items": schema("Instance") },
                     "running": int(0), "unclaimed": int(0), "claimed": int(0), "crashed": int(0),
+                    "evacuating": int(0), "suspect": int(0),
+                    "pulling": { "type": "array", "items": { "type": "object",
+                        "properties": { "index": int(0), "instance_id": { "type": "string" }, "done_bytes": int(0), "total_bytes": int(0) } } },
+                    "usage": { "type": "array", "items": { "type": "object",
+                        "required": ["index", "instance_id", "memory_bytes", "disk_bytes"],
+                        "properties": { "index": int(0), "instance_id": { "type": "string" },
+                            "cpu_percent": { "type": "number", "description": "100 is one core fully busy; absent until sampled twice." },
+                            "memory_bytes": int(0), "disk_bytes": int(0) } } },
                 },
             },
         }),

@@ -11,7 +11,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use api::{WorkBatch, WorkItem};
 use futures::future::join_all;
@@ -25,11 +25,14 @@ use store::{
 
 use crate::AppState;
 use crate::cells::{self, PREFIX};
+use crate::metrics::Placed;
 
 /// Most work one batch places; the rest waits for the next batch.
 const MAX_BATCH: usize = 20_000;
 /// Events read from the log at a time.
 const EVENT_PAGE: usize = 10_000;
+/// How often the metrics get the cells' capacity and reservations afresh.
+const CELLS_PUBLISHED_EVERY: Duration = Duration::from_secs(1);
 /// How long a push of work to a cell may take before the scheduler gives up on it (the
 /// cell's reconciliation will find the work anyway).
 const PUSH_TIMEOUT: Duration = Duration::from_secs(10);
@@ -74,6 +77,8 @@ pub(crate) struct Scheduler {
     cursor: u64,
     outbox: Outbox,
     ids: InstanceIds,
+    /// When the cells' capacity and reservations were last given to the metrics.
+    cells_published: Option<Instant>,
 }
 
 /// Where work goes once its assignment is recorded.
@@ -169,6 +174,7 @@ impl Scheduler {
             cursor,
             outbox,
             ids,
+            cells_published: None,
         };
         for lrp in store.list_lrps(&LrpFilter::default()).await? {
             scheduler.lrps.insert(lrp.spec.name.clone(), Arc::new(lrp));
@@ -236,7 +242,27 @@ impl Scheduler {
             }
         }
         self.send(stops);
+        self.publish_cells();
         Ok(())
+    }
+
+    /// Gives the metrics each live cell's capacity and reservations, at most once per
+    /// [`CELLS_PUBLISHED_EVERY`] (the scheduler loop follows the log at least that
+    /// often), so that a burst of batches does not copy the view each time.
+    fn publish_cells(&mut self) {
+        if self
+            .cells_published
+            .is_some_and(|at| at.elapsed() < CELLS_PUBLISHED_EVERY)
+        {
+            return;
+        }
+        self.cells_published = Some(Instant::now());
+        let cells = self
+            .snapshot
+            .cell_ids()
+            .filter_map(|id| Some((id.clone(), self.snapshot.usage(id)?)))
+            .collect();
+        self.state.metrics.cells(cells);
     }
 
     fn apply(&mut self, event: &Event, stops: &mut Vec<WorkItem>) {
@@ -486,6 +512,7 @@ impl Scheduler {
     /// Places everything waiting (up to [`MAX_BATCH`]), records the assignments, and
     /// sends the work to the cells.
     async fn batch(&mut self) -> Result<(), StoreError> {
+        let started = Instant::now();
         let now = self.state.now();
         let mut waiting = Vec::new();
         while waiting.len() < MAX_BATCH {
@@ -509,13 +536,20 @@ impl Scheduler {
             works.push(work);
         }
         let plan = placement::place(&mut self.snapshot, &works);
+        let considered = works.len();
 
         let mut assignments = Vec::with_capacity(plan.placed.len());
+        // Instances and tasks placed, counted here and given to the metrics once.
+        let mut placed = (0, 0);
         for placement in plan.placed {
             let Some((key, item)) = rows.remove(&placement.work.id) else {
                 continue;
             };
             let cell = placement.cell;
+            match &item {
+                Waiting::Instance(_) => placed.0 += 1,
+                Waiting::Task(_) => placed.1 += 1,
+            }
             let (mutation, held, work_item) = match item {
                 Waiting::Instance(instance) => {
                     let instance_id = (self.ids)();
@@ -570,11 +604,20 @@ impl Scheduler {
             assignments.push((key, mutation, work_item));
         }
 
+        self.state.metrics.placed(Placed::Instance, placed.0);
+        self.state.metrics.placed(Placed::Task, placed.1);
         let mut unplaced = Vec::with_capacity(plan.unplaced.len());
         for (work, reason) in plan.unplaced {
             let Some((key, item)) = rows.remove(&work.id) else {
                 continue;
             };
+            self.state.metrics.unplaced(
+                match &item {
+                    Waiting::Instance(_) => Placed::Instance,
+                    Waiting::Task(_) => Placed::Task,
+                },
+                &reason,
+            );
             let reason = reason.to_string();
             let (mutation, row) = match item {
                 Waiting::Instance(instance) => {
@@ -652,6 +695,7 @@ impl Scheduler {
             "scheduling batch done"
         );
         self.send(sends);
+        self.state.metrics.batch(considered, started.elapsed());
         Ok(())
     }
 

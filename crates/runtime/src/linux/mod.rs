@@ -23,7 +23,9 @@ use std::collections::HashMap;
 use std::fs::File;
 use std::net::Ipv4Addr;
 use std::ops::RangeInclusive;
+use std::os::fd::OwnedFd;
 use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -41,8 +43,10 @@ pub use stack::prepare_busybox_stack;
 
 use crate::backend::{Backend, Created, Stdio};
 use crate::spec::{
-    ContainerId, ContainerInfo, ContainerSpec, PortMap, ProcessSpec, Stats, check_container_id,
+    ContainerId, ContainerInfo, ContainerSpec, PortMap, ProcessSpec, Stats, TtySize,
+    check_container_id,
 };
+use crate::terminal;
 
 /// The container init, built by build.rs from `init/init.c`.
 static INIT: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/corral-init"));
@@ -126,6 +130,8 @@ pub struct LinuxBackend {
     cgroups: cgroup::Hierarchies,
     net: net::Network,
     containers: HashMap<ContainerId, Record>,
+    /// Console sockets made so far, to name the next one.
+    consoles: u64,
 }
 
 impl LinuxBackend {
@@ -161,6 +167,7 @@ impl LinuxBackend {
             cgroups,
             net,
             containers: HashMap::new(),
+            consoles: 0,
             config,
         })
     }
@@ -355,6 +362,57 @@ impl LinuxBackend {
         Ok(pid)
     }
 
+    /// Writes the OCI process configuration of `process` for an exec into `container`
+    /// and returns its path.
+    fn process_json(
+        &self,
+        container: &ContainerInfo,
+        process: &ProcessSpec,
+        terminal: bool,
+    ) -> anyhow::Result<PathBuf> {
+        let id = &container.id;
+        let context = || format!("starting {} in {id}", process.path);
+        let record = self.record(id).with_context(context)?;
+        let user =
+            rootfs::lookup_user(&container.root, process.user.as_deref()).with_context(context)?;
+        let mut defaults = Vec::new();
+        if let Some(home) = &user.home {
+            defaults.push(("HOME".to_owned(), home.clone()));
+        }
+        if terminal {
+            // What a shell on a terminal expects; the process's own env may override it.
+            defaults.push(("TERM".to_owned(), "xterm".to_owned()));
+        }
+        let env = oci::merge_env(&[&defaults, &record.env, &process.env]);
+        let process_json = self.dir(id).join("process.json");
+        let spec = oci::process(process, &user, &env, self.cgroups.is_v1(), terminal)
+            .with_context(context)?;
+        let bytes = serde_json::to_vec(&spec)
+            .context("encoding the process configuration")
+            .with_context(context)?;
+        std::fs::write(&process_json, bytes)
+            .with_context(|| format!("writing {}", process_json.display()))
+            .with_context(context)?;
+        Ok(process_json)
+    }
+
+    /// libcontainer reaches a console socket through a link it leaves in the
+    /// container's state directory; remove them so they do not pile up.
+    fn forget_console_links(&self, id: &str) {
+        let Ok(entries) = std::fs::read_dir(self.youki_root.join(id)) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            if entry
+                .file_name()
+                .to_string_lossy()
+                .starts_with("tenant-tty-")
+            {
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
+    }
+
     /// Removes everything of container `id` that exists; the first error is returned
     /// after every step was tried.
     fn teardown_container(&mut self, id: &str) -> anyhow::Result<()> {
@@ -494,29 +552,7 @@ impl Backend for LinuxBackend {
     ) -> anyhow::Result<Pid> {
         let id = &container.id;
         let context = || format!("starting {} in {id}", process.path);
-        if process.tty.is_some() {
-            return Err(anyhow!(
-                "the linux backend does not give processes terminals yet"
-            ))
-            .with_context(context);
-        }
-        let record = self.record(id).with_context(context)?;
-        let user =
-            rootfs::lookup_user(&container.root, process.user.as_deref()).with_context(context)?;
-        let mut defaults = Vec::new();
-        if let Some(home) = &user.home {
-            defaults.push(("HOME".to_owned(), home.clone()));
-        }
-        let env = oci::merge_env(&[&defaults, &record.env, &process.env]);
-        let process_json = self.dir(id).join("process.json");
-        let spec =
-            oci::process(process, &user, &env, self.cgroups.is_v1()).with_context(context)?;
-        let bytes = serde_json::to_vec(&spec)
-            .context("encoding the process configuration")
-            .with_context(context)?;
-        std::fs::write(&process_json, bytes)
-            .with_context(|| format!("writing {}", process_json.display()))
-            .with_context(context)?;
+        let process_json = self.process_json(container, process, false)?;
         let pid = ContainerBuilder::new(id.clone(), SyscallType::default())
             .with_root_path(&self.youki_root)
             .map_err(|e| anyhow!("libcontainer root: {e}"))
@@ -531,6 +567,54 @@ impl Backend for LinuxBackend {
             .map_err(|e| anyhow!("libcontainer exec: {e}"))
             .with_context(context)?;
         Ok(Pid::from_raw(pid.as_raw()))
+    }
+
+    fn spawn_terminal(
+        &mut self,
+        container: &ContainerInfo,
+        process: &ProcessSpec,
+        size: TtySize,
+    ) -> anyhow::Result<(Pid, OwnedFd)> {
+        let id = &container.id;
+        let context = || format!("starting {} in {id} on a terminal", process.path);
+        let process_json = self.process_json(container, process, true)?;
+        // The process makes its terminal inside the container (on the container's
+        // devpts) and sends the master side to this socket before it execs, which is
+        // before libcontainer's build returns: the connection and the descriptor wait
+        // in the socket's queues until they are accepted and read below.
+        self.consoles += 1;
+        let socket = self
+            .config
+            .state_dir
+            .join(format!("console-{}.sock", self.consoles));
+        let _ = std::fs::remove_file(&socket);
+        let listener = UnixListener::bind(&socket)
+            .with_context(|| format!("listening on {}", socket.display()))
+            .with_context(context)?;
+        let removed = RemoveOnDrop(socket.clone());
+        let pid = ContainerBuilder::new(id.clone(), SyscallType::default())
+            .with_root_path(&self.youki_root)
+            .map_err(|e| anyhow!("libcontainer root: {e}"))
+            .with_context(context)?
+            .with_executor(Exec)
+            .with_console_socket(Some(&socket))
+            .as_tenant()
+            .with_detach(true)
+            .with_process(Some(&process_json))
+            .build()
+            .map_err(|e| anyhow!("libcontainer exec: {e}"))
+            .with_context(context)?;
+        let pid = Pid::from_raw(pid.as_raw());
+        drop(removed);
+        self.forget_console_links(id);
+        match receive_terminal(&listener, size) {
+            Ok(master) => Ok((pid, master)),
+            Err(e) => {
+                // It runs without a terminal the caller could reach: stop it.
+                let _ = nix::sys::signal::kill(pid, Signal::SIGKILL);
+                Err(e).with_context(context)
+            }
+        }
     }
 
     fn signal_all(&mut self, container: &ContainerId, signal: Signal) -> anyhow::Result<()> {
@@ -626,6 +710,40 @@ fn reset_signals() {
         Some(&nix::sys::signal::SigSet::empty()),
         None,
     );
+}
+
+/// How long a process started on a terminal may take to send it.
+const CONSOLE_DEADLINE: Duration = Duration::from_secs(10);
+
+/// Accepts the connection a process made to its console socket and receives its
+/// terminal's master side, sized `size`.
+fn receive_terminal(listener: &UnixListener, size: TtySize) -> anyhow::Result<OwnedFd> {
+    listener
+        .set_nonblocking(true)
+        .context("setting up the console socket")?;
+    let (stream, _) = match listener.accept() {
+        Ok(accepted) => accepted,
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+            bail!("the process did not connect to its console socket")
+        }
+        Err(e) => return Err(e).context("accepting on the console socket"),
+    };
+    stream
+        .set_nonblocking(false)
+        .and_then(|()| stream.set_read_timeout(Some(CONSOLE_DEADLINE)))
+        .context("setting up the console socket")?;
+    let master = terminal::receive_fd(&stream).context("receiving the process's terminal")?;
+    terminal::set_size(&master, size).context("sizing the process's terminal")?;
+    Ok(master)
+}
+
+/// Removes a file when dropped.
+struct RemoveOnDrop(PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
 }
 
 /// Writes the init binary where containers bind-mount it from, unless it is there.

@@ -203,6 +203,7 @@ pub(super) fn process(
     user: &User,
     env: &[(String, String)],
     devices_enforced: bool,
+    terminal: bool,
 ) -> anyhow::Result<Process> {
     let cwd = spec.dir.as_deref().unwrap_or("/");
     if !cwd.starts_with('/') {
@@ -225,7 +226,7 @@ pub(super) fn process(
         user_json["additionalGids"] = json!(user.groups);
     }
     let process = json!({
-        "terminal": false,
+        "terminal": terminal,
         "user": user_json,
         "args": args,
         "env": env_strings(env),

@@ -10,6 +10,7 @@
 
 use std::collections::HashMap;
 use std::net::TcpListener;
+use std::os::fd::OwnedFd;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -20,7 +21,10 @@ use nix::sys::signal::{Signal, killpg};
 use nix::unistd::{Pid, User};
 
 use crate::backend::{Backend, Created, Stdio};
-use crate::spec::{ContainerId, ContainerInfo, ContainerSpec, PortMap, ProcessSpec, Stats};
+use crate::spec::{
+    ContainerId, ContainerInfo, ContainerSpec, PortMap, ProcessSpec, Stats, TtySize,
+};
+use crate::terminal;
 
 #[derive(Debug)]
 pub struct ProcessBackend {
@@ -42,6 +46,96 @@ impl ProcessBackend {
 
     fn dir(&self, id: &str) -> PathBuf {
         self.containers_dir.join(id)
+    }
+
+    /// The command for `process`, without its standard streams. With `session`, the
+    /// child starts a new session and takes its stdin (a terminal) as its controlling
+    /// terminal.
+    fn command(
+        &self,
+        container: &ContainerInfo,
+        process: &ProcessSpec,
+        session: bool,
+    ) -> anyhow::Result<Command> {
+        let dir = self.dir(&container.id);
+        let mut command = Command::new(&process.path);
+        command
+            .args(&process.args)
+            .env_clear()
+            .env(
+                "PATH",
+                "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+            )
+            .envs(container.env.iter().cloned())
+            .envs(process.env.iter().cloned())
+            // Ports cannot be remapped here: the host ports the process must listen on
+            // win over any PORT the LRP set.
+            .envs(
+                container
+                    .env
+                    .iter()
+                    .filter(|(k, _)| k == "PORT" || k.starts_with("PORT_"))
+                    .cloned(),
+            )
+            .current_dir(process.dir.as_deref().map(PathBuf::from).unwrap_or(dir));
+        if let Some(user) = &process.user {
+            let uid = match user.parse::<u32>() {
+                Ok(uid) => uid,
+                Err(_) => User::from_name(user)
+                    .context("looking up the user")?
+                    .with_context(|| format!("no user {user:?} on this host"))?
+                    .uid
+                    .as_raw(),
+            };
+            command.uid(uid);
+        }
+        let (nofile, nproc) = (process.nofile, process.nproc);
+        if nofile.is_some() || nproc.is_some() || session {
+            // SAFETY: the closure runs in the child between fork and exec and makes
+            // only plain system calls (setrlimit, setsid, ioctl) that allocate nothing
+            // and take no lock.
+            unsafe {
+                command.pre_exec(move || {
+                    if let Some(n) = nofile {
+                        setrlimit(Resource::RLIMIT_NOFILE, n, n)?;
+                    }
+                    if let Some(n) = nproc {
+                        setrlimit(Resource::RLIMIT_NPROC, n, n)?;
+                    }
+                    if session {
+                        nix::unistd::setsid()?;
+                        // SAFETY (of the ioctl): TIOCSCTTY takes an integer argument
+                        // and reads no memory; stdin is the terminal by now.
+                        if libc::ioctl(0, libc::TIOCSCTTY, 0) < 0 {
+                            return Err(std::io::Error::last_os_error());
+                        }
+                    }
+                    Ok(())
+                });
+            }
+        }
+        Ok(command)
+    }
+
+    /// Spawns `command` and records its process group.
+    fn start(
+        &mut self,
+        container: &ContainerInfo,
+        process: &ProcessSpec,
+        mut command: Command,
+    ) -> anyhow::Result<Pid> {
+        let child = command
+            .spawn()
+            .with_context(|| format!("running {}", process.path))?;
+        let pid = Pid::from_raw(child.id() as i32);
+        // The helper reaps it with waitpid(-1); `Child` only holds the pid.
+        drop(child);
+        self.groups
+            .entry(container.id.clone())
+            .or_default()
+            .push(pid);
+        self.record_groups(&container.id);
+        Ok(pid)
     }
 
     /// Records the process groups of a container so a later helper can kill them.
@@ -102,71 +196,32 @@ impl Backend for ProcessBackend {
         process: &ProcessSpec,
         stdio: Stdio,
     ) -> anyhow::Result<Pid> {
-        let dir = self.dir(&container.id);
-        let mut command = Command::new(&process.path);
+        let mut command = self.command(container, process, false)?;
         command
-            .args(&process.args)
-            .env_clear()
-            .env(
-                "PATH",
-                "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-            )
-            .envs(container.env.iter().cloned())
-            .envs(process.env.iter().cloned())
-            // Ports cannot be remapped here: the host ports the process must listen on
-            // win over any PORT the LRP set.
-            .envs(
-                container
-                    .env
-                    .iter()
-                    .filter(|(k, _)| k == "PORT" || k.starts_with("PORT_"))
-                    .cloned(),
-            )
-            .current_dir(process.dir.as_deref().map(PathBuf::from).unwrap_or(dir))
             .stdin(stdio.stdin)
             .stdout(stdio.stdout)
             .stderr(stdio.stderr)
             // Its own process group, so stopping the container reaches its children.
             .process_group(0);
-        if let Some(user) = &process.user {
-            let uid = match user.parse::<u32>() {
-                Ok(uid) => uid,
-                Err(_) => User::from_name(user)
-                    .context("looking up the user")?
-                    .with_context(|| format!("no user {user:?} on this host"))?
-                    .uid
-                    .as_raw(),
-            };
-            command.uid(uid);
-        }
-        let (nofile, nproc) = (process.nofile, process.nproc);
-        if nofile.is_some() || nproc.is_some() {
-            // SAFETY: the closure runs in the child between fork and exec and calls only
-            // setrlimit, a plain system call that allocates nothing and takes no lock.
-            unsafe {
-                command.pre_exec(move || {
-                    if let Some(n) = nofile {
-                        setrlimit(Resource::RLIMIT_NOFILE, n, n)?;
-                    }
-                    if let Some(n) = nproc {
-                        setrlimit(Resource::RLIMIT_NPROC, n, n)?;
-                    }
-                    Ok(())
-                });
-            }
-        }
-        let child = command
-            .spawn()
-            .with_context(|| format!("running {}", process.path))?;
-        let pid = Pid::from_raw(child.id() as i32);
-        // The helper reaps it with waitpid(-1); `Child` only holds the pid.
-        drop(child);
-        self.groups
-            .entry(container.id.clone())
-            .or_default()
-            .push(pid);
-        self.record_groups(&container.id);
-        Ok(pid)
+        self.start(container, process, command)
+    }
+
+    fn spawn_terminal(
+        &mut self,
+        container: &ContainerInfo,
+        process: &ProcessSpec,
+        size: TtySize,
+    ) -> anyhow::Result<(Pid, OwnedFd)> {
+        let (master, slave) = terminal::open(size).context("making a terminal")?;
+        // A session of its own (so also a process group, which stopping the container
+        // reaches) whose controlling terminal is the new one.
+        let mut command = self.command(container, process, true)?;
+        command
+            .stdin(slave.try_clone().context("duplicating the terminal")?)
+            .stdout(slave.try_clone().context("duplicating the terminal")?)
+            .stderr(slave);
+        let pid = self.start(container, process, command)?;
+        Ok((pid, master))
     }
 
     fn signal_all(&mut self, container: &ContainerId, signal: Signal) -> anyhow::Result<()> {
