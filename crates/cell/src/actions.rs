@@ -39,6 +39,8 @@ pub struct Context {
     pub downloads: Arc<Downloads>,
     /// Told the id of every process started, so a restarted agent can find them.
     pub started: tokio::sync::mpsc::UnboundedSender<ProcessId>,
+    /// Every process started, setup's too, in order.
+    pub spawned: Arc<std::sync::Mutex<Vec<ProcessId>>>,
 }
 
 type Boxed<'a> = Pin<Box<dyn Future<Output = Result<(), ActionError>> + Send + 'a>>;
@@ -115,6 +117,7 @@ async fn run_process(ctx: &Context, run: &RunAction) -> Result<(), ActionError> 
         .await
         .map_err(|e| ActionError(format!("{e:#}")))?;
     let _ = ctx.started.send(process);
+    ctx.spawned.lock().expect("spawned lock").push(process);
     let mut guard = KillOnDrop {
         runtime: ctx.runtime.clone(),
         container: ctx.container.clone(),
@@ -349,6 +352,7 @@ mod tests {
                 .collect(),
             downloads,
             started: tx,
+            spawned: Default::default(),
         };
         Cell {
             fake,

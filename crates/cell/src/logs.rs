@@ -183,6 +183,8 @@ struct Kept {
     limit: RateLimit,
     /// When the container went away (milliseconds since the epoch).
     ended: Option<u64>,
+    /// Processes whose end was seen: their output is all in.
+    exited: std::collections::HashSet<ProcessId>,
 }
 
 /// Every container's log on this cell: the pure core of [`Logs`].
@@ -222,6 +224,7 @@ impl Book {
                 split: Lines::default(),
                 limit: RateLimit::new(self.limits.rate_bytes_per_sec, now),
                 ended: None,
+                exited: Default::default(),
             },
         );
     }
@@ -248,6 +251,7 @@ impl Book {
         let Some(kept) = self.kept.get_mut(container) else {
             return Vec::new();
         };
+        kept.exited.insert(process);
         let mut added = Vec::new();
         for (stream, line) in kept.split.finish(process) {
             added.extend(self.app_lines(container, stream, vec![line], now));
@@ -381,6 +385,13 @@ impl Book {
         lines
     }
 
+    /// Whether the end of each of `processes` was seen, so all their output is in.
+    pub(crate) fn all_exited(&self, container: &str, processes: &[ProcessId]) -> bool {
+        self.kept
+            .get(container)
+            .is_none_or(|k| processes.iter().all(|p| k.exited.contains(p)))
+    }
+
     /// Everything kept of one container, as text (the cell's raw output endpoint).
     pub(crate) fn text(&self, container: &str) -> Option<String> {
         let kept = self.kept.get(container)?;
@@ -400,6 +411,8 @@ impl Book {
 pub(crate) struct Logs {
     book: Mutex<Book>,
     live: broadcast::Sender<Arc<Line>>,
+    /// Woken after every change to the book.
+    changed: tokio::sync::Notify,
 }
 
 impl Logs {
@@ -407,6 +420,7 @@ impl Logs {
         Logs {
             book: Mutex::new(Book::new(limits)),
             live: broadcast::channel(FOLLOW_BACKLOG).0,
+            changed: tokio::sync::Notify::new(),
         }
     }
 
@@ -417,6 +431,29 @@ impl Logs {
         for line in lines {
             // No follower is not an error.
             let _ = self.live.send(Arc::new(line));
+        }
+        self.changed.notify_waiters();
+    }
+
+    /// Waits (at most `within`) until the output of `processes`, which ended, is all in
+    /// the log, so that what the cell says about their end comes after it. Output and
+    /// ends reach the log through the runtime's event feed, a path apart from the one
+    /// that tells the container's task that a process ended.
+    pub(crate) async fn settle(&self, container: &str, processes: &[ProcessId], within: Duration) {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let changed = self.changed.notified();
+            if self
+                .book
+                .lock()
+                .expect("log book lock")
+                .all_exited(container, processes)
+            {
+                return;
+            }
+            if tokio::time::timeout_at(deadline, changed).await.is_err() {
+                return;
+            }
         }
     }
 

@@ -39,6 +39,10 @@ pub(crate) enum Stop {
 const MAX_RESULT_BYTES: usize = 50 * 1024;
 /// How often an evacuating cell asks whether its instance's replacement runs.
 const EVACUATION_POLL: Duration = Duration::from_millis(500);
+/// Longest wait for a crashed process's last output to reach the log before the
+/// crash is noted after it (a crash by health check, whose processes still run, waits
+/// this long).
+const SETTLE: Duration = Duration::from_millis(200);
 /// Most time between two startup check attempts.
 const STARTUP_POLL: Duration = Duration::from_millis(500);
 
@@ -79,6 +83,7 @@ pub(crate) async fn drive(
                 record,
                 stop,
                 image: None,
+                spawned: Default::default(),
             };
             instance.run(adopted).await;
         }
@@ -109,6 +114,8 @@ struct Instance {
     stop: watch::Receiver<Option<Stop>>,
     /// The image the container runs on, held until it is gone.
     image: Option<Pulled>,
+    /// Every process started in the container, as the actions started them.
+    spawned: Arc<std::sync::Mutex<Vec<ProcessId>>>,
 }
 
 /// How an instance's life ended.
@@ -130,6 +137,9 @@ impl Instance {
         match end {
             End::Crashed(reason) => {
                 info!(container = %self.container, lrp = %self.lrp.spec.name, index = self.index, %reason, "instance crashed");
+                let mut ended = self.spawned.lock().expect("spawned lock").clone();
+                ended.extend(&self.record.processes);
+                agent.logs.settle(&self.container, &ended, SETTLE).await;
                 self.note(format!("crashed: {reason}"));
                 self.destroy().await;
                 let _ = agent
@@ -454,6 +464,7 @@ impl Instance {
             env,
             downloads: self.agent.downloads.clone(),
             started,
+            spawned: self.spawned.clone(),
         }
     }
 
@@ -718,6 +729,7 @@ async fn run_task(
                         env,
                         downloads: agent.downloads.clone(),
                         started: started_tx,
+                        spawned: Default::default(),
                     };
                     let run = actions::execute(&ctx, &action);
                     let mut run = std::pin::pin!(run);
@@ -735,6 +747,10 @@ async fn run_task(
                             }
                         }
                     };
+                    // A process that ended before its id was read is still the task's.
+                    while let Ok(p) = started.try_recv() {
+                        record.processes.push(p);
+                    }
                     match result {
                         None => Err("task was cancelled".to_owned()),
                         Some(Err(e)) => Err(e.0),
@@ -744,6 +760,10 @@ async fn run_task(
             }
         }
     };
+    agent
+        .logs
+        .settle(&container, &record.processes, SETTLE)
+        .await;
     agent.logs.note(
         &container,
         match &outcome {

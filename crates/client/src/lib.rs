@@ -158,6 +158,15 @@ impl Client {
         Ok(list.items)
     }
 
+    /// `GET /v1/instances[?cell=ID]`: the instances of every LRP, or of those on one cell.
+    pub async fn all_instances(&self, cell: Option<&str>) -> Result<Vec<Instance>, ClientError> {
+        let query: Vec<_> = cell.map(|c| ("cell", c.to_owned())).into_iter().collect();
+        let list: List<Instance> = self
+            .call(Method::GET, &["instances"], &query, None::<&()>)
+            .await?;
+        Ok(list.items)
+    }
+
     /// `GET /v1/lrps/{name}/status`: the LRP, its instances and counts by state.
     pub async fn lrp_status(&self, name: &str) -> Result<LrpStatus, ClientError> {
         self.call(Method::GET, &["lrps", name, "status"], &[], None::<&()>)

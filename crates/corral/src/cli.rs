@@ -75,6 +75,8 @@ pub enum Command {
     Cells(ReadArgs),
     /// List the domains and their freshness
     Domains(ReadArgs),
+    /// Draw each cell with its instances as coloured marks, redrawn every second
+    Visualize(VisualizeArgs),
     /// Print the event stream: every change to LRPs, instances, tasks, domains and cells
     Events(EventsArgs),
     /// Run a cell: join the cluster and run its work in containers (`corral cell drain
@@ -260,6 +262,16 @@ pub struct StatusArgs {
     pub name: String,
     #[command(flatten)]
     pub read: ReadArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct VisualizeArgs {
+    /// Draw once, without colour, and exit (for scripts and pipes)
+    #[arg(long)]
+    pub once: bool,
+    /// How often to redraw, in milliseconds
+    #[arg(long, value_name = "MS", default_value_t = 1000)]
+    pub interval_ms: u64,
 }
 
 #[derive(Debug, Args)]

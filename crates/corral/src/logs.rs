@@ -38,9 +38,12 @@ pub async fn run(client: &Client, of: LogsOf<'_>, args: &LogsArgs) -> Result<()>
         } else {
             render(&entry, colour)
         };
-        writeln!(out, "{line}")
-            .and_then(|()| out.flush())
-            .context("write to standard output")?;
+        match writeln!(out, "{line}").and_then(|()| out.flush()) {
+            Ok(()) => {}
+            // The reader went away (`corral logs web | head`): that is the end.
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => return Ok(()),
+            Err(e) => return Err(e).context("write to standard output"),
+        }
     }
 }
 

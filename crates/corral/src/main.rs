@@ -16,6 +16,7 @@ mod output;
 mod router_cmd;
 mod sim_cells;
 mod task;
+mod visualize;
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
@@ -110,6 +111,7 @@ async fn run(cli: Cli, env: &dyn Env) -> Result<()> {
         Command::Task(command) => task::run(&client, command).await,
         Command::Cells(args) => cluster::cells(&client, args).await,
         Command::Domains(args) => cluster::domains(&client, args).await,
+        Command::Visualize(args) => visualize::run(&client, args).await,
         Command::Events(args) => events::run(&client, args).await,
         Command::Server(_)
         | Command::Dev(_)

@@ -213,6 +213,7 @@ pub(crate) fn routes() -> Vec<Route> {
         route(Patch, "/v1/lrps/{name}", lrps::patch),
         route(Delete, "/v1/lrps/{name}", lrps::delete),
         route(Get, "/v1/lrps/{name}/instances", lrps::instances),
+        route(Get, "/v1/instances", lrps::all_instances),
         route(Get, "/v1/lrps/{name}/status", lrps::status),
         route(
             Get,

@@ -7,7 +7,7 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::Response;
-use model::{Instance, Lrp, LrpUpdate, Name, Presence, Timestamp};
+use model::{Instance, InstanceState, Lrp, LrpUpdate, Name, Presence, Timestamp};
 use serde::Deserialize;
 use store::{Expect, InstanceFilter, LrpFilter, Mutation};
 
@@ -242,4 +242,48 @@ async fn list_instances(state: &AppState, name: &Name) -> Result<Vec<Instance>, 
         ..InstanceFilter::default()
     };
     Ok(state.store.list_instances(&filter).await?)
+}
+
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct InstancesQuery {
+    lrp: Option<String>,
+    cell: Option<String>,
+    state: Option<String>,
+}
+
+/// `GET /v1/instances?lrp=&cell=&state=`: instances of every LRP, ordered by LRP, index
+/// and presence (what `corral visualize` draws).
+pub(crate) async fn all_instances(
+    State(state): State<AppState>,
+    QueryParams(query): QueryParams<InstancesQuery>,
+) -> Result<Json<List<Instance>>, ApiError> {
+    let wanted = match query.state.as_deref() {
+        None => None,
+        Some(raw) => Some(
+            [
+                InstanceState::Unclaimed,
+                InstanceState::Claimed,
+                InstanceState::Running,
+                InstanceState::Crashed,
+            ]
+            .into_iter()
+            .find(|s| s.to_string().eq_ignore_ascii_case(raw))
+            .ok_or_else(|| {
+                ApiError::bad_request(
+                    "state",
+                    format!(
+                        "state must be one of UNCLAIMED, CLAIMED, RUNNING, CRASHED (got {raw:?})"
+                    ),
+                )
+            })?,
+        ),
+    };
+    let filter = InstanceFilter {
+        lrp: query_name("lrp", query.lrp.as_deref())?,
+        cell: query_name("cell", query.cell.as_deref())?,
+        state: wanted,
+    };
+    let items = state.store.list_instances(&filter).await?;
+    Ok(Json(List { items }))
 }

@@ -138,6 +138,15 @@ pub(crate) fn document() -> Value {
                 "delete": operation("deleteLrp", "Delete an LRP and all its instances.", vec![name()], None,
                     ("204", json!({"description": "Deleted."})), &["404"]),
             },
+            "/v1/instances": {
+                "get": operation("listInstances", "Instances of every LRP, ordered by LRP, index and presence; each filter narrows the list.",
+                    vec![
+                        query_param("lrp", "Only this LRP's.", schema("Name")),
+                        query_param("cell", "Only those on this cell.", schema("Name")),
+                        query_param("state", "Only those in this state.", schema("InstanceState")),
+                    ], None,
+                    ("200", ok("The instances.", list_of("Instance"))), &[]),
+            },
             "/v1/lrps/{name}/instances": {
                 "get": operation("listLrpInstances", "The instances of an LRP, ordered by index and presence.", vec![name()], None,
                     ("200", ok("The instances.", list_of("Instance"))), &["404"]),

@@ -1,5 +1,6 @@
-//! `corral logs` and `corral task logs` against a real `corral dev` with a cell: the
-//! app's output and its lifecycle in one stream, live.
+//! Watching what runs, against a real `corral dev` with a cell: `corral logs` and
+//! `corral task logs` (the app's output and its lifecycle in one stream, live),
+//! `corral status` with what each instance uses, and `corral visualize`.
 
 mod common;
 
@@ -152,5 +153,78 @@ fn logs_follow_an_apps_output_and_its_lifecycle() {
     ] {
         assert!(all.contains(want), "no {want:?} in:\n{all}");
     }
+    dev.stop();
+}
+
+#[test]
+fn status_and_visualize_show_what_runs_where() {
+    let home = tempfile::tempdir().expect("tempdir");
+    let home = home.path();
+    let mut dev = dev_with_cell(home);
+    ok(
+        home,
+        &[
+            "create",
+            "idle",
+            "-i",
+            "2",
+            "--",
+            "sh",
+            "-c",
+            "exec sleep 100000",
+        ],
+    );
+    poll_for("2 running instances", RUN_DEADLINE, || {
+        let status: LrpStatus = json(home, &["status", "idle", "--json"]);
+        (status.running == 2).then_some(())
+    });
+
+    // The cell samples its containers: memory at once, CPU from the second sample.
+    let status = poll_for("usage of both instances", RUN_DEADLINE, || {
+        let status: LrpStatus = json(home, &["status", "idle", "--json"]);
+        (status.usage.len() == 2 && status.usage.iter().all(|u| u.cpu_percent.is_some()))
+            .then_some(status)
+    });
+    for usage in &status.usage {
+        assert!(usage.memory_bytes > 0, "{usage:?}");
+        let cpu = usage.cpu_percent.expect("sampled twice");
+        assert!((0.0..=200.0).contains(&cpu), "{usage:?}");
+        let instance = status
+            .instances
+            .iter()
+            .find(|i| i.index == usage.index)
+            .expect("the instance");
+        assert_eq!(
+            instance.key.as_ref().map(|k| k.instance_id.as_str()),
+            Some(usage.instance_id.as_str())
+        );
+    }
+    let table = ok(home, &["status", "idle"]);
+    let header = table
+        .lines()
+        .find(|l| l.starts_with("INDEX"))
+        .unwrap_or_else(|| panic!("no table in:\n{table}"));
+    for column in ["CPU", "MEMORY", "DISK", "UPTIME", "CRASHES"] {
+        assert!(header.contains(column), "{header}");
+    }
+    let row = table
+        .lines()
+        .find(|l| l.starts_with("0 "))
+        .unwrap_or_else(|| panic!("no row for instance 0 in:\n{table}"));
+    assert!(row.contains("RUNNING") && row.contains("dev-cell"), "{row}");
+    assert!(row.contains('%') && row.contains(" MB"), "{row}");
+
+    let frame = ok(home, &["visualize", "--once"]);
+    assert!(
+        frame.starts_with("1 cells, 2 instances: 2 running"),
+        "{frame}"
+    );
+    let lines: Vec<&str> = frame.lines().collect();
+    let at = lines
+        .iter()
+        .position(|l| l.starts_with("dev-cell"))
+        .unwrap_or_else(|| panic!("no dev-cell row in:\n{frame}"));
+    assert!(lines[at].contains("2/"), "{frame}");
+    assert_eq!(lines[at + 1].trim(), "RR", "{frame}");
     dev.stop();
 }
