@@ -167,13 +167,18 @@ async fn serve(
     .await;
     let mut entries = Vec::new();
     let mut cursors = HashMap::new();
+    let mut no_logs = std::collections::HashSet::new();
     for (cell, tail) in cells.iter().zip(tails) {
         match tail {
             Ok(tail) => {
                 entries.extend(tail.entries);
                 cursors.insert(cell.id.clone(), tail.next);
             }
-            Err(e) => entries.push(api_line(
+            Err(TailError::NoLogs) => {
+                no_logs.insert(cell.id.clone());
+            }
+            // Followed anyway, from what it has then: it may answer later.
+            Err(TailError::Failed(e)) => entries.push(api_line(
                 None,
                 format!("cell {} did not answer: {e}", cell.id),
             )),
@@ -189,7 +194,7 @@ async fn serve(
     // `end`; the cell followers then see the reader gone.
     let (end, ended) = oneshot::channel::<()>();
     if request.follow {
-        for cell in &cells {
+        for cell in cells.iter().filter(|c| !no_logs.contains(&c.id)) {
             let since = cursors.get(&cell.id).copied();
             spawn_cell_follower(&state, cell.clone(), subject.clone(), since, tx.clone());
         }
@@ -274,7 +279,7 @@ async fn tail_of(
     cell: &Cell,
     subject: &Subject,
     n: usize,
-) -> Result<LogTail, String> {
+) -> Result<LogTail, TailError> {
     let url = cell_url(cell, subject, &format!("&tail={n}"));
     let response = state
         .http
@@ -283,14 +288,28 @@ async fn tail_of(
         .timeout(CELL_TIMEOUT)
         .send()
         .await
-        .map_err(|e| e.without_url().to_string())?;
+        .map_err(|e| TailError::Failed(e.without_url().to_string()))?;
+    if response.status() == reqwest::StatusCode::NOT_FOUND {
+        return Err(TailError::NoLogs);
+    }
     if !response.status().is_success() {
-        return Err(format!("it answered {}", response.status()));
+        return Err(TailError::Failed(format!(
+            "it answered {}",
+            response.status()
+        )));
     }
     response
         .json::<LogTail>()
         .await
-        .map_err(|e| e.without_url().to_string())
+        .map_err(|e| TailError::Failed(e.without_url().to_string()))
+}
+
+/// Why a cell gave no tail.
+#[derive(Debug)]
+enum TailError {
+    /// It keeps no logs: simulated cells run nothing and serve no `/v1/logs`.
+    NoLogs,
+    Failed(String),
 }
 
 /// Streams one cell's new lines into `tx` until the reader is gone. A broken stream is
@@ -311,7 +330,8 @@ fn spawn_cell_follower(
                 Some(since) => since,
                 None => match tail_of(&state, &cell, &subject, 0).await {
                     Ok(tail) => tail.next,
-                    Err(_) => {
+                    Err(TailError::NoLogs) => return,
+                    Err(TailError::Failed(_)) => {
                         tokio::select! {
                             () = tokio::time::sleep(backoff) => {}
                             () = tx.closed() => return,
