@@ -9,6 +9,7 @@
 
 #![forbid(unsafe_code)]
 
+mod auth;
 mod cell;
 mod error;
 mod event;
@@ -17,6 +18,7 @@ mod logs;
 mod lrp;
 mod task;
 
+pub use auth::{bearer_token, same_token};
 pub use cell::{
     AssignmentsRequest, CellUsage, ContainerUsage, Heartbeat, HeartbeatReply, Report, ReportResult,
     Reports, ReportsReply, WorkBatch, WorkItem, Workload,

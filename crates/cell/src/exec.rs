@@ -268,6 +268,9 @@ impl Session<'_> {
                     Failure::Said(format!("not a control message ({e}): {}", text.as_str()))
                 })?;
                 match control {
+                    ExecControl::Resize(size) if size.rows == 0 || size.cols == 0 => Err(
+                        Failure::Said("resize: rows and cols must be at least 1".to_owned()),
+                    ),
                     ExecControl::Resize(size) => runtime
                         .resize(
                             self.container,

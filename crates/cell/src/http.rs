@@ -1,10 +1,9 @@
 //! The cell's HTTP endpoint: `POST /v1/work` (the scheduler pushes work),
 //! `POST /v1/drain` (start an evacuation), `GET /v1/state`,
-//! `GET /v1/containers/{id}/output` and `GET /v1/logs` (see `api::LogTail`). Everything but `/v1/ping` needs the bearer token
-//! when the cell has one.
+//! `GET /v1/containers/{id}/output` and `GET /v1/logs` (see `api::LogTail`).
 //! `GET /v1/usage` (`api::CellUsage`) and `GET /metrics` (Prometheus text) are in
 //! `usage.rs` and `metrics.rs`; `GET /v1/containers/{id}/exec` (a WebSocket) in
-//! `exec.rs`.
+//! `exec.rs`. Everything but `/v1/ping` needs the bearer token when the cell has one.
 
 use std::sync::Arc;
 
@@ -55,11 +54,9 @@ async fn authorize(State(agent): State<Arc<Agent>>, request: Request, next: Next
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split_once(' '))
-        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-        .map(|(_, t)| t.trim());
+        .and_then(api::bearer_token);
     match given {
-        Some(t) if t == token => next.run(request).await,
+        Some(t) if api::same_token(t, token) => next.run(request).await,
         Some(_) => error(StatusCode::UNAUTHORIZED, "wrong bearer token"),
         None => error(StatusCode::UNAUTHORIZED, "missing bearer token"),
     }
@@ -145,8 +142,9 @@ async fn logs(State(agent): State<Arc<Agent>>, query: Query<LogQuery>) -> Respon
     let (backlog, live) = agent.logs.follow(&owner, query.since.unwrap_or(0));
     let state = Follow {
         owner,
+        // The live feed repeats nothing of the backlog.
+        last: backlog.last().map_or(0, |l| l.seq),
         backlog: backlog.into_iter().map(|l| l.entry).collect(),
-        last: 0,
         live,
     };
     let lines = futures::stream::unfold(state, |mut state| async move {
@@ -171,7 +169,7 @@ async fn logs(State(agent): State<Arc<Agent>>, query: Query<LogQuery>) -> Respon
 struct Follow {
     owner: Owner,
     backlog: std::collections::VecDeque<api::LogEntry>,
-    /// The sequence number of the last line sent from the live feed.
+    /// The sequence number of the last line sent.
     last: u64,
     live: tokio::sync::broadcast::Receiver<Arc<crate::logs::Line>>,
 }

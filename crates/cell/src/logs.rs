@@ -26,6 +26,11 @@ pub(crate) const MAX_LINE_BYTES: usize = 16 * 1024;
 const MAX_ENDED: usize = 512;
 /// Lines a follower may fall behind before it misses some.
 const FOLLOW_BACKLOG: usize = 4096;
+/// Ends of processes remembered per container, newest kept. A container's health
+/// checks end a process every few seconds for as long as it runs; only the last few
+/// ends matter (to [`Logs::settle`] after a crash), so the rest are forgotten rather
+/// than kept for the container's whole life.
+const EXITS_KEPT: usize = 256;
 
 /// How much a cell keeps and lets through.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -183,8 +188,8 @@ struct Kept {
     limit: RateLimit,
     /// When the container went away (milliseconds since the epoch).
     ended: Option<u64>,
-    /// Processes whose end was seen: their output is all in.
-    exited: std::collections::HashSet<ProcessId>,
+    /// The newest [`EXITS_KEPT`] processes whose end was seen: their output is all in.
+    exited: VecDeque<ProcessId>,
 }
 
 /// Every container's log on this cell: the pure core of [`Logs`].
@@ -251,7 +256,12 @@ impl Book {
         let Some(kept) = self.kept.get_mut(container) else {
             return Vec::new();
         };
-        kept.exited.insert(process);
+        if !kept.exited.contains(&process) {
+            if kept.exited.len() == EXITS_KEPT {
+                kept.exited.pop_front();
+            }
+            kept.exited.push_back(process);
+        }
         let mut added = Vec::new();
         for (stream, line) in kept.split.finish(process) {
             added.extend(self.app_lines(container, stream, vec![line], now));
@@ -310,13 +320,13 @@ impl Book {
             },
         };
         self.next_seq += 1;
-        kept.bytes += line.entry.text.len();
+        kept.bytes += retained_cost(&line);
         kept.lines.push_back(line.clone());
         while kept.bytes > self.limits.retained_bytes {
             let Some(old) = kept.lines.pop_front() else {
                 break;
             };
-            kept.bytes -= old.entry.text.len();
+            kept.bytes -= retained_cost(&old);
         }
         Some(line)
     }
@@ -406,6 +416,13 @@ impl Book {
     }
 }
 
+/// What a kept line counts against [`LogLimits::retained_bytes`]: its text and its
+/// newline, as the rate limit counts it. Were empty lines free, an app printing only
+/// newlines would grow its log without bound.
+fn retained_cost(line: &Line) -> usize {
+    line.entry.text.len() + 1
+}
+
 /// [`Book`] shared by the capture task, the work tasks and the log endpoints.
 #[derive(Debug)]
 pub(crate) struct Logs {
@@ -427,11 +444,17 @@ impl Logs {
     /// Runs `f` on the book and sends the lines it kept to followers.
     fn with(&self, f: impl FnOnce(&mut Book, u64) -> Vec<Line>) {
         let now = now_millis();
-        let lines = f(&mut self.book.lock().expect("log book lock"), now);
+        let mut book = self.book.lock().expect("log book lock");
+        let lines = f(&mut book, now);
+        // Sent under the lock (a broadcast send does not wait), so that followers get
+        // lines in sequence order, and a follower subscribing under the lock
+        // ([`Logs::follow`]) finds each line either in the book or on the feed, never
+        // in both and never in neither.
         for line in lines {
             // No follower is not an error.
             let _ = self.live.send(Arc::new(line));
         }
+        drop(book);
         self.changed.notify_waiters();
     }
 
@@ -634,6 +657,29 @@ mod tests {
     }
 
     #[test]
+    fn empty_lines_count_against_retention() {
+        let mut book = Book::new(limits(0, 10));
+        book.open("c", lrp("web"), Some(0), 0);
+        book.output("c", 1, Stream::Stdout, &[b'\n'; 1000], 0);
+        let (kept, _) = book.tail(&lrp("web"), usize::MAX);
+        assert_eq!(kept.len(), 10, "each line costs its newline");
+    }
+
+    #[test]
+    fn only_the_newest_process_ends_are_remembered() {
+        let mut book = Book::new(limits(0, 1 << 20));
+        book.open("c", lrp("web"), Some(0), 0);
+        book.exited("c", 1, 0);
+        // A long life of health checks, each a process of its own.
+        for process in 2..2 + EXITS_KEPT as u32 {
+            book.exited("c", process, 0);
+        }
+        assert!(book.all_exited("c", &[2, 1 + EXITS_KEPT as u32]));
+        assert!(!book.all_exited("c", &[1]), "the oldest end is forgotten");
+        assert_eq!(book.kept["c"].exited.len(), EXITS_KEPT);
+    }
+
+    #[test]
     fn a_gone_containers_log_outlives_it_for_a_while() {
         let mut book = Book::new(limits(0, 1 << 20));
         book.open("c", lrp("web"), Some(0), 0);
@@ -694,5 +740,9 @@ mod tests {
         logs.output("c", 1, Stream::Stdout, b"after\n");
         let line = live.try_recv().expect("a live line");
         assert_eq!(line.entry.text, "after");
+        assert!(
+            live.try_recv().is_err(),
+            "the feed repeats nothing of the backlog"
+        );
     }
 }

@@ -6,7 +6,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use api::{CellUsage, ContainerUsage, Workload};
 use axum::Json;
@@ -124,10 +124,7 @@ impl UsageBook {
 }
 
 fn wall_clock() -> Timestamp {
-    let ms = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
-    Timestamp::from_millis(ms)
+    Timestamp::from_millis(crate::logs::now_millis())
 }
 
 impl Agent {

@@ -63,7 +63,7 @@ pub enum Command {
     /// Remove an LRP and its instances
     Rm(RmArgs),
     /// Print an LRP's log: its instances' output and what happened to them (placed,
-    /// running, crashed, scaled), newest lines first, then new ones with -f
+    /// running, crashed, scaled): the newest lines, then with -f each new one
     Logs(LrpLogsArgs),
     /// Run a command in an instance's container: `corral exec web/0 -- ps`, or a shell
     /// with `corral exec -it web/0 sh`

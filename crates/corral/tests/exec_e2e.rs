@@ -295,6 +295,16 @@ fn exec_runs_commands_on_the_process_backend() {
     assert_eq!(text(&out.stdout), "42\n");
     assert_eq!(text(&out.stderr), "err\n");
 
+    // Input a command does not read at once waits for it, beyond what a pipe holds.
+    let input = vec![b'x'; 1 << 20];
+    let out = corral_with_input(
+        home,
+        &["exec", "-i", "web/0", "--", "sh", "-c", "sleep 1; wc -c"],
+        &input,
+    );
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(text(&out.stdout).trim(), "1048576");
+
     let (shown, code) = interactive(home, "stty size; echo $((6*7)); exit 5\n");
     assert_eq!(code, 5, "{shown}");
     assert!(has_line(&shown, "42"), "{shown:?}");

@@ -377,10 +377,8 @@ impl Conn {
                 .headers()
                 .get(http::header::AUTHORIZATION)
                 .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.split_once(' '))
-                .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-                .map(|(_, token)| token.trim());
-            if given != Some(expected.as_str()) {
+                .and_then(api::bearer_token);
+            if !given.is_some_and(|given| api::same_token(given, expected)) {
                 return local(
                     StatusCode::UNAUTHORIZED,
                     "unauthorized: /metrics needs the API token as `Authorization: Bearer TOKEN`\n"

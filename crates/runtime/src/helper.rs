@@ -43,6 +43,9 @@ const IDLE_EXIT: std::time::Duration = std::time::Duration::from_secs(30);
 const TEARDOWN_DELAY_LIMIT: std::time::Duration = std::time::Duration::from_secs(2);
 /// Most bytes read from one pipe per wakeup, so one chatty process cannot starve others.
 const READ_CHUNK: usize = 64 << 10;
+/// Most input held for a process that has not read it yet (its pipe or terminal is
+/// full). Input past it is refused: it comes faster than the command reads.
+const MAX_PENDING_INPUT: usize = 4 << 20;
 
 #[derive(Debug, Clone)]
 pub struct HelperConfig {
@@ -77,6 +80,8 @@ struct Helper {
     /// Containers killed and forgotten whose teardown (unmounts, cgroups, network) is
     /// still to do: done when no request waits, so a destroy never delays a start.
     doomed: std::collections::VecDeque<(ContainerId, std::time::Instant)>,
+    /// Processes with input waiting for room in their pipe or terminal.
+    inputs: std::collections::BTreeSet<(ContainerId, ProcessId)>,
     shutting_down: bool,
 }
 
@@ -103,7 +108,46 @@ struct Process {
     /// to it and resizes are made on it (its output is read from a duplicate in
     /// `pipes`).
     terminal: Option<std::fs::File>,
+    /// Input not written yet because the pipe or terminal was full (a terminal's
+    /// input queue holds 4 KiB, so a paste fills it): written as it drains.
+    input: Vec<u8>,
+    /// Close stdin once `input` is written: the end of input came after it.
+    close_stdin: bool,
     exit: Option<ExitStatus>,
+}
+
+impl Process {
+    /// Writes what `input` holds, as far as the pipe or terminal takes it now. A
+    /// command that closed its input (a broken pipe) reads no more: the rest is dropped.
+    fn flush_input(&mut self) {
+        let mut broken = false;
+        if let Some(file) = self.terminal.as_mut().or(self.stdin.as_mut()) {
+            while !self.input.is_empty() {
+                match file.write(&self.input) {
+                    Ok(0) => break,
+                    Ok(n) => {
+                        self.input.drain(..n);
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                    Err(_) => {
+                        broken = true;
+                        break;
+                    }
+                }
+            }
+        } else {
+            broken = true;
+        }
+        if broken {
+            self.input.clear();
+            self.stdin = None;
+        }
+        if self.input.is_empty() && self.close_stdin {
+            self.stdin = None;
+            self.close_stdin = false;
+        }
+    }
 }
 
 /// A process a backend just started, with the helper's ends of its streams.
@@ -132,6 +176,8 @@ enum Source {
     Signals,
     Client(u64),
     Pipe(u64),
+    /// A process's stdin or terminal, with input waiting for room.
+    Input(ContainerId, ProcessId),
 }
 
 impl Helper {
@@ -176,6 +222,7 @@ impl Helper {
             pipes: BTreeMap::new(),
             next_pipe: 0,
             doomed: std::collections::VecDeque::new(),
+            inputs: std::collections::BTreeSet::new(),
             shutting_down: false,
         })
     }
@@ -216,6 +263,17 @@ impl Helper {
                 sources.push(Source::Pipe(*id));
                 fds.push((pipe.file.as_fd(), PollFlags::POLLIN));
             }
+            for (container, process) in &self.inputs {
+                let file = self
+                    .containers
+                    .get(container)
+                    .and_then(|c| c.processes.get(process))
+                    .and_then(|p| p.terminal.as_ref().or(p.stdin.as_ref()));
+                if let Some(file) = file {
+                    sources.push(Source::Input(container.clone(), *process));
+                    fds.push((file.as_fd(), PollFlags::POLLOUT));
+                }
+            }
             let mut pollfds: Vec<PollFd<'_>> = fds
                 .iter()
                 .map(|(fd, flags)| PollFd::new(*fd, *flags))
@@ -241,13 +299,22 @@ impl Helper {
             drop(fds);
             let idle = ready.is_empty();
             for (i, revents) in ready {
-                match sources[i] {
+                match &sources[i] {
                     Source::Listener => self.accept(),
                     Source::Signals => self.signalled(),
-                    Source::Client(id) => self.client_ready(id, revents),
-                    Source::Pipe(id) => self.pipe_ready(id),
+                    Source::Client(id) => self.client_ready(*id, revents),
+                    Source::Pipe(id) => self.pipe_ready(*id),
+                    Source::Input(container, process) => self.write_input(container, *process),
                 }
             }
+            // Input of processes that ended or went with their container waits no more.
+            let containers = &self.containers;
+            self.inputs.retain(|(container, process)| {
+                containers
+                    .get(container)
+                    .and_then(|c| c.processes.get(process))
+                    .is_some_and(|p| !p.input.is_empty())
+            });
             // A busy helper still tears down what has waited too long.
             let overdue = self
                 .doomed
@@ -425,31 +492,46 @@ impl Helper {
                 }
                 Ok(Reply::Done)
             }
-            Op::Input { container, process } => {
+            Op::Input {
+                container,
+                process: process_id,
+            } => {
                 let c = self
                     .containers
                     .get_mut(&container)
                     .ok_or_else(|| format!("no container {container}"))?;
                 let process = c
                     .processes
-                    .get_mut(&process)
-                    .ok_or_else(|| format!("container {container} has no process {process}"))?;
-                if let Some(terminal) = &mut process.terminal {
+                    .get_mut(&process_id)
+                    .ok_or_else(|| format!("container {container} has no process {process_id}"))?;
+                let bytes = match (&process.terminal, payload.is_empty()) {
                     // A terminal stays open: its end of input is a character.
-                    let bytes = if payload.is_empty() {
-                        &[terminal::EOF][..]
-                    } else {
-                        &payload[..]
-                    };
-                    terminal
-                        .write_all(bytes)
-                        .map_err(|e| format!("writing to the terminal: {e}"))?;
-                } else if payload.is_empty() {
-                    process.stdin = None;
-                } else if let Some(stdin) = &mut process.stdin {
-                    stdin
-                        .write_all(&payload)
-                        .map_err(|e| format!("writing to stdin: {e}"))?;
+                    (Some(_), true) => &[terminal::EOF][..],
+                    (None, true) => {
+                        // End of input, once what waits is written.
+                        if process.input.is_empty() {
+                            process.stdin = None;
+                        } else {
+                            process.close_stdin = true;
+                        }
+                        return Ok(Reply::Done);
+                    }
+                    (_, false) => &payload[..],
+                };
+                if process.terminal.is_none() && process.stdin.is_none() {
+                    // Ended, or its input was closed: nothing reads it.
+                    return Ok(Reply::Done);
+                }
+                if process.input.len() + bytes.len() > MAX_PENDING_INPUT {
+                    return Err(format!(
+                        "process {process_id} of container {container} has not read the last {} bytes of its input",
+                        process.input.len()
+                    ));
+                }
+                process.input.extend_from_slice(bytes);
+                process.flush_input();
+                if !process.input.is_empty() {
+                    self.inputs.insert((container, process_id));
                 }
                 Ok(Reply::Done)
             }
@@ -544,6 +626,8 @@ impl Helper {
                 pid: started.pid,
                 stdin: started.stdin,
                 terminal: started.terminal,
+                input: Vec::new(),
+                close_stdin: false,
                 exit: None,
             },
         );
@@ -760,6 +844,7 @@ impl Helper {
             p.exit = Some(exit);
             p.stdin = None;
             p.terminal = None;
+            p.input = Vec::new();
         }
         let event = FromHelper::Event(Event::Exited {
             container: id.to_owned(),
@@ -767,6 +852,17 @@ impl Helper {
             status: exit,
         });
         self.broadcast(&event, &[]);
+    }
+
+    /// A process's stdin or terminal has room (or broke): more of its input goes in.
+    fn write_input(&mut self, container: &str, process: ProcessId) {
+        if let Some(p) = self
+            .containers
+            .get_mut(container)
+            .and_then(|c| c.processes.get_mut(&process))
+        {
+            p.flush_input();
+        }
     }
 
     fn pipe_has_data(&self, pipe: u64) -> bool {

@@ -26,32 +26,18 @@ pub(crate) async fn require_token(
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| {
-            let (scheme, token) = v.trim().split_once(' ')?;
-            scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
-        });
+        .and_then(api::bearer_token);
     match given {
         None => ApiError::new(
             ErrorCode::Unauthorized,
             "missing bearer token: send Authorization: Bearer <token> (the server writes it to <data dir>/token)",
         )
         .into_response(),
-        Some(token) if !same_secret(token.as_bytes(), state.token.as_bytes()) => {
+        Some(token) if !api::same_token(token, &state.token) => {
             ApiError::new(ErrorCode::Unauthorized, "wrong bearer token").into_response()
         }
         Some(_) => next.run(request).await,
     }
-}
-
-/// Compares in time independent of where the first difference is, so the token cannot
-/// be guessed byte by byte from response times.
-fn same_secret(given: &[u8], expected: &[u8]) -> bool {
-    given.len() == expected.len()
-        && given
-            .iter()
-            .zip(expected)
-            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-            == 0
 }
 
 /// The API token in `data_dir/token`: read if it is there, created otherwise (with the
@@ -125,14 +111,6 @@ fn new_token() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn secrets_compare_whole() {
-        assert!(same_secret(b"abc", b"abc"));
-        assert!(!same_secret(b"abd", b"abc"));
-        assert!(!same_secret(b"ab", b"abc"));
-        assert!(!same_secret(b"", b"abc"));
-    }
 
     #[test]
     fn token_file_is_private_and_reused() {

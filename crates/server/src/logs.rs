@@ -24,7 +24,7 @@ use store::{Event, EventKind};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::error::ApiError;
-use crate::request::{QueryParams, path_name};
+use crate::request::{QueryParams, path_name, query_bool};
 use crate::{AppState, cells};
 
 /// Lines a tail shows when the request names no number.
@@ -69,16 +69,7 @@ fn parse_query(query: LogQuery) -> Result<Request, ApiError> {
                 )
             })?,
     };
-    let follow = match query.follow.as_deref() {
-        None | Some("false") | Some("0") => false,
-        Some("true") | Some("1") | Some("") => true,
-        Some(other) => {
-            return Err(ApiError::bad_request(
-                "follow",
-                format!("follow must be true or false (got {other:?})"),
-            ));
-        }
-    };
+    let follow = query_bool("follow", query.follow.as_deref())?;
     Ok(Request { tail, follow })
 }
 
@@ -135,6 +126,15 @@ async fn serve(
     subject: Subject,
     mut request: Request,
 ) -> Result<Response, ApiError> {
+    // The instance rows the server's lines describe changes against are read before
+    // the event cursor: a change that falls between the two is then told (late) by the
+    // next event, where rows read after the cursor would already hold it and it would
+    // never be told.
+    let instances = if request.follow {
+        cells_instances(&state, &subject).await
+    } else {
+        Vec::new()
+    };
     // The event cursor is taken before the tails, so no lifecycle change falls between.
     let cursor = state
         .store
@@ -179,6 +179,7 @@ async fn serve(
             }
             // Followed anyway, from what it has then: it may answer later.
             Err(TailError::Failed(e)) => entries.push(api_line(
+                state.now(),
                 None,
                 format!("cell {} did not answer: {e}", cell.id),
             )),
@@ -206,7 +207,7 @@ async fn serve(
             tx: tx.clone(),
             _end: end,
         };
-        tokio::spawn(watcher.run(cells_instances(&state, &subject).await));
+        tokio::spawn(watcher.run(instances));
     }
     drop(tx);
     let body = futures::stream::iter(entries.into_iter().map(Some))
@@ -251,19 +252,13 @@ fn keepalive(
     })
 }
 
-fn api_line(index: Option<u32>, text: String) -> LogEntry {
+fn api_line(at: model::Timestamp, index: Option<u32>, text: String) -> LogEntry {
     LogEntry {
-        at: now_millis(),
+        at: at.0,
         source: LogSource::Api,
         index,
         text,
     }
-}
-
-fn now_millis() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
 
 fn cell_url(cell: &Cell, subject: &Subject, rest: &str) -> String {

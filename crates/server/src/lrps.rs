@@ -12,7 +12,7 @@ use serde::Deserialize;
 use store::{Expect, InstanceFilter, LrpFilter, Mutation};
 
 use crate::error::{ApiError, empty, retry_raced};
-use crate::request::{JsonBody, QueryParams, path_name, query_name};
+use crate::request::{JsonBody, QueryParams, path_name, query_bool, query_name};
 use crate::{AppState, stored_generation};
 
 /// `POST /v1/lrps`: the LRP and its instances, all UNCLAIMED, in one commit.
@@ -204,16 +204,7 @@ pub(crate) async fn status(
     QueryParams(query): QueryParams<StatusQuery>,
 ) -> Result<Json<LrpStatus>, ApiError> {
     let name = path_name("LRP", &name)?;
-    let with_usage = match query.usage.as_deref() {
-        None | Some("false") => false,
-        Some("true") => true,
-        Some(other) => {
-            return Err(ApiError::bad_request(
-                "usage",
-                format!("usage must be true or false (got {other:?})"),
-            ));
-        }
-    };
+    let with_usage = query_bool("usage", query.usage.as_deref())?;
     let lrp = find(&state, &name).await?;
     let instances = list_instances(&state, &name).await?;
     let pulling = state.pulls.of(&name, &instances);

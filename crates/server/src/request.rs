@@ -145,6 +145,19 @@ pub fn query_name(param: &str, value: Option<&str>) -> Result<Option<Name>, ApiE
         .transpose()
 }
 
+/// A yes-or-no query parameter: absent, `false` or `0` is no; `true`, `1` or a bare
+/// `?param` is yes; anything else is a 400 naming the parameter.
+pub fn query_bool(param: &str, value: Option<&str>) -> Result<bool, ApiError> {
+    match value {
+        None | Some("false") | Some("0") => Ok(false),
+        Some("true") | Some("1") | Some("") => Ok(true),
+        Some(other) => Err(ApiError::bad_request(
+            param,
+            format!("{param} must be true or false (got {other:?})"),
+        )),
+    }
+}
+
 /// The name in a path such as `/v1/lrps/{name}`. A malformed name cannot name anything
 /// stored, so it is reported as not found.
 pub fn path_name(what: &str, raw: &str) -> Result<Name, ApiError> {

@@ -65,10 +65,10 @@ impl Terminal {
     }
 }
 
-/// Whether `output` holds `line` as a whole line (terminals end lines with CRLF).
-/// Whether `output` has `line` as a line of its own, or after the shell's `$ ` prompt:
-/// the shell may print its prompt before or after the terminal echoes what was typed
-/// ahead, so a command's output can share a line with the prompt.
+/// Whether `output` has `line` as a line of its own (terminals end lines with CRLF), or
+/// after the shell's `$ ` prompt: the shell may print its prompt before or after the
+/// terminal echoes what was typed ahead, so a command's output can share a line with
+/// the prompt.
 pub fn has_line(output: &str, line: &str) -> bool {
     output.lines().any(|l| {
         let l = l.trim_end_matches('\r');
