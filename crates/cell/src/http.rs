@@ -184,7 +184,7 @@ impl Follow {
         loop {
             match tokio::time::timeout(LOG_KEEPALIVE, self.live.recv()).await {
                 Err(_) => return Some(None),
-                Ok(Ok(line)) if line.owner == self.owner && line.seq > self.last => {
+                Ok(Ok(line)) if *line.owner == self.owner && line.seq > self.last => {
                     self.last = line.seq;
                     return Some(Some(line.entry.clone()));
                 }

@@ -38,7 +38,9 @@ pub struct LogLimits {
     /// Bytes per second one container's processes may log; 0 means no limit. Bursts of
     /// up to one second's worth pass.
     pub rate_bytes_per_sec: u64,
-    /// The newest bytes of log kept per container.
+    /// The newest bytes of log kept per container, each line counting its text, its
+    /// newline and what keeping it costs (some 80 bytes), so memory is bounded even
+    /// for a flood of empty lines.
     pub retained_bytes: usize,
     /// How long a container's log is kept after it is gone.
     pub keep_ended: Duration,
@@ -65,7 +67,8 @@ pub(crate) enum Owner {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Line {
     pub(crate) seq: u64,
-    pub(crate) owner: Owner,
+    /// Shared by every line of a container.
+    pub(crate) owner: Arc<Owner>,
     pub(crate) entry: LogEntry,
 }
 
@@ -180,7 +183,7 @@ impl RateLimit {
 /// One container's log.
 #[derive(Debug)]
 struct Kept {
-    owner: Owner,
+    owner: Arc<Owner>,
     index: Option<u32>,
     lines: VecDeque<Line>,
     bytes: usize,
@@ -222,7 +225,7 @@ impl Book {
         self.kept.insert(
             container.to_owned(),
             Kept {
-                owner,
+                owner: Arc::new(owner),
                 index,
                 lines: VecDeque::new(),
                 bytes: 0,
@@ -374,7 +377,7 @@ impl Book {
         let mut lines: Vec<&Line> = self
             .kept
             .values()
-            .filter(|k| &k.owner == owner)
+            .filter(|k| *k.owner == *owner)
             .flat_map(|k| k.lines.iter())
             .collect();
         lines.sort_by_key(|l| l.seq);
@@ -388,7 +391,7 @@ impl Book {
         let mut lines: Vec<Line> = self
             .kept
             .values()
-            .filter(|k| &k.owner == owner)
+            .filter(|k| *k.owner == *owner)
             .flat_map(|k| k.lines.iter().filter(|l| l.seq >= since).cloned())
             .collect();
         lines.sort_by_key(|l| l.seq);
@@ -419,9 +422,14 @@ impl Book {
 /// What a kept line counts against [`LogLimits::retained_bytes`]: its text and its
 /// newline, as the rate limit counts it. Were empty lines free, an app printing only
 /// newlines would grow its log without bound.
+/// What a kept line counts against `retained_bytes`: its text and newline, and what
+/// keeping any line costs, so that a flood of empty lines is bounded too.
 fn retained_cost(line: &Line) -> usize {
-    line.entry.text.len() + 1
+    line.entry.text.len() + 1 + LINE_OVERHEAD
 }
+
+/// The memory a kept line takes besides its text.
+const LINE_OVERHEAD: usize = std::mem::size_of::<Line>();
 
 /// [`Book`] shared by the capture task, the work tasks and the log endpoints.
 #[derive(Debug)]
@@ -648,7 +656,7 @@ mod tests {
 
     #[test]
     fn retention_keeps_the_newest_bytes_per_container() {
-        let mut book = Book::new(limits(0, 10));
+        let mut book = Book::new(limits(0, 2 * (5 + LINE_OVERHEAD)));
         book.open("c", lrp("web"), Some(0), 0);
         book.output("c", 1, Stream::Stdout, b"aaaa\nbbbb\ncccc\n", 0);
         let (kept, _) = book.tail(&lrp("web"), 10);
@@ -658,11 +666,15 @@ mod tests {
 
     #[test]
     fn empty_lines_count_against_retention() {
-        let mut book = Book::new(limits(0, 10));
+        let mut book = Book::new(limits(0, 10 * (1 + LINE_OVERHEAD)));
         book.open("c", lrp("web"), Some(0), 0);
         book.output("c", 1, Stream::Stdout, &[b'\n'; 1000], 0);
         let (kept, _) = book.tail(&lrp("web"), usize::MAX);
-        assert_eq!(kept.len(), 10, "each line costs its newline");
+        assert_eq!(
+            kept.len(),
+            10,
+            "each line costs its newline and its keeping"
+        );
     }
 
     #[test]

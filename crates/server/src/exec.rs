@@ -28,6 +28,11 @@ type CellSocket =
 /// How long a closed session waits for both sides to acknowledge the close.
 const CLOSE_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
 
+/// How often the server pings an exec client, and how long a client may stay silent
+/// (no frame, no pong) before its session is taken for dead.
+const PING_EVERY: std::time::Duration = std::time::Duration::from_secs(15);
+const CLIENT_SILENCE: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// How long reaching a cell's exec endpoint may take.
 const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
@@ -179,9 +184,24 @@ async fn connect_cell(
 /// with frames in flight (a reset can destroy the last frames before they are read).
 async fn relay(mut client: WebSocket, cell: CellSocket) {
     let (mut to_cell, mut from_cell) = cell.split();
+    // A client cut off without a close (a partition, a laptop lid) answers no ping:
+    // after CLIENT_SILENCE the session ends, and with it the command.
+    let mut ping = tokio::time::interval(PING_EVERY);
+    ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut heard = tokio::time::Instant::now();
     loop {
         tokio::select! {
+            _ = ping.tick() => {
+                if heard.elapsed() > CLIENT_SILENCE {
+                    tracing::info!("an exec client stopped answering pings: ending its session");
+                    break;
+                }
+                if client.send(ws::Message::Ping(Default::default())).await.is_err() {
+                    break;
+                }
+            }
             message = client.recv() => {
+                heard = tokio::time::Instant::now();
                 let forwarded = match message {
                     Some(Ok(ws::Message::Text(text))) => {
                         tungstenite::Message::Text(text.as_str().into())
