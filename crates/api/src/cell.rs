@@ -241,6 +241,31 @@ pub enum Workload {
     },
 }
 
+/// The id of a task's container on its cell: part of the cell protocol, since the server
+/// names it to reach the container (exec). Task names may hold `_` and capitals,
+/// container ids may not, so the name is folded and a hash keeps distinct names
+/// distinct.
+pub fn task_container_id(id: &str) -> String {
+    let folded: String = id
+        .chars()
+        .take(40)
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    // FNV-1a: stable across versions, unlike the standard library's hasher.
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in id.bytes() {
+        hash ^= u64::from(b);
+        hash = hash.wrapping_mul(0x100_0000_01b3);
+    }
+    format!("task-{folded}-{:08x}", hash as u32)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -21,7 +21,7 @@ mod task;
 pub use auth::{bearer_token, same_token};
 pub use cell::{
     AssignmentsRequest, CellUsage, ContainerUsage, Heartbeat, HeartbeatReply, Report, ReportResult,
-    Reports, ReportsReply, WorkBatch, WorkItem, Workload,
+    Reports, ReportsReply, WorkBatch, WorkItem, Workload, task_container_id,
 };
 pub use error::{ErrorBody, ErrorCode, ErrorDetail};
 pub use event::EventMessage;

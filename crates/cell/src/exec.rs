@@ -79,11 +79,18 @@ async fn run(agent: &Agent, container: &str, socket: &mut WebSocket) -> Result<i
     let start = read_start(socket).await?;
     // Subscribed before the process starts, so none of its output is missed.
     let mut events = agent.runtime.subscribe();
+    // The app's own variables first, then the session's, which win.
+    let mut env = agent
+        .records
+        .load(container)
+        .map(|record| crate::work::work_env(&record.work))
+        .unwrap_or_default();
+    env.extend(start.env_pairs());
     let spec = ProcessSpec {
         path: start.command[0].clone(),
         args: start.command[1..].to_vec(),
         dir: None,
-        env: start.env_pairs(),
+        env,
         user: None,
         nofile: None,
         nproc: None,

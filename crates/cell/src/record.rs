@@ -94,27 +94,9 @@ impl Records {
     }
 }
 
-/// The container id for a task: task names may hold `_` and capitals, container ids may
-/// not, so the name is folded and a hash keeps distinct names distinct.
+/// The container id for a task (see [`api::task_container_id`]).
 pub(crate) fn task_container(id: &str) -> String {
-    let folded: String = id
-        .chars()
-        .take(40)
-        .map(|c| {
-            if c.is_ascii_alphanumeric() {
-                c.to_ascii_lowercase()
-            } else {
-                '-'
-            }
-        })
-        .collect();
-    // FNV-1a: stable across versions, unlike the standard library's hasher.
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in id.bytes() {
-        hash ^= u64::from(b);
-        hash = hash.wrapping_mul(0x100_0000_01b3);
-    }
-    format!("task-{folded}-{:08x}", hash as u32)
+    api::task_container_id(id)
 }
 
 #[cfg(test)]

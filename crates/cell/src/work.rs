@@ -448,15 +448,7 @@ impl Instance {
     }
 
     fn context(&self, info: &ContainerInfo, started: mpsc::UnboundedSender<ProcessId>) -> Context {
-        let spec = &self.lrp.spec;
-        let mut env: Vec<(String, String)> = vec![
-            ("INSTANCE_INDEX".into(), self.index.to_string()),
-            ("INSTANCE_GUID".into(), self.instance_id.clone()),
-            ("CORRAL_LRP".into(), spec.name.to_string()),
-            ("CORRAL_INSTANCE_INDEX".into(), self.index.to_string()),
-            ("CORRAL_INSTANCE_ID".into(), self.instance_id.clone()),
-        ];
-        env.extend(spec.env.iter().cloned());
+        let env = work_env(&self.record.work);
         Context {
             runtime: self.agent.runtime.clone(),
             container: self.container.clone(),
@@ -547,6 +539,33 @@ impl Instance {
     async fn destroy(&self) {
         if let Err(e) = self.agent.runtime.destroy(&self.container).await {
             warn!(container = %self.container, "destroying the container failed: {e:#}");
+        }
+    }
+}
+
+/// The environment the cell gives every process of an instance or a task (an exec
+/// session's too): who it is, then the LRP's or task's own variables.
+pub(crate) fn work_env(work: &Kind) -> Vec<(String, String)> {
+    match work {
+        Kind::Instance {
+            lrp,
+            index,
+            instance_id,
+        } => {
+            let mut env: Vec<(String, String)> = vec![
+                ("INSTANCE_INDEX".into(), index.to_string()),
+                ("INSTANCE_GUID".into(), instance_id.clone()),
+                ("CORRAL_LRP".into(), lrp.spec.name.to_string()),
+                ("CORRAL_INSTANCE_INDEX".into(), index.to_string()),
+                ("CORRAL_INSTANCE_ID".into(), instance_id.clone()),
+            ];
+            env.extend(lrp.spec.env.iter().cloned());
+            env
+        }
+        Kind::Task { task } => {
+            let mut env = vec![("CORRAL_TASK".to_owned(), task.id.to_string())];
+            env.extend(task.spec.env.iter().cloned());
+            env
         }
     }
 }
@@ -720,8 +739,7 @@ async fn run_task(
                     agent.records.save(&container, &record);
                     agent.logs.note(&container, created_note(&info));
                     let (started_tx, mut started) = mpsc::unbounded_channel();
-                    let mut env = vec![("CORRAL_TASK".to_owned(), task.id.to_string())];
-                    env.extend(task.spec.env.iter().cloned());
+                    let env = work_env(&record.work);
                     let ctx = Context {
                         runtime: agent.runtime.clone(),
                         container: container.clone(),

@@ -37,17 +37,40 @@ pub enum ExecOutput {
     End(ExecEnd),
 }
 
+/// Whose container a command runs in.
+#[derive(Debug, Clone, Copy)]
+pub enum ExecIn<'a> {
+    Instance { lrp: &'a str, index: u32 },
+    Task(&'a str),
+}
+
+impl std::fmt::Display for ExecIn<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ExecIn::Instance { lrp, index } => write!(f, "{lrp}/{index}"),
+            ExecIn::Task(id) => write!(f, "task {id}"),
+        }
+    }
+}
+
 impl Client {
-    /// Starts `start.command` in instance `index` of LRP `lrp`. Refusals (no such LRP
-    /// or instance, not running, a bad command) are [`ClientError::Api`] errors.
+    /// Starts `start.command` in an instance's or a task's container. Refusals (no
+    /// such LRP, instance or task, not running, a bad command) are
+    /// [`ClientError::Api`] errors.
     pub async fn exec(
         &self,
-        lrp: &str,
-        index: u32,
+        within: ExecIn<'_>,
         start: &ExecStart,
     ) -> Result<ExecSession, ClientError> {
-        let index_text = index.to_string();
-        let mut url = self.url(&["lrps", lrp, "instances", &index_text, "exec"], &[])?;
+        let index_text;
+        let segments: Vec<&str> = match within {
+            ExecIn::Instance { lrp, index } => {
+                index_text = index.to_string();
+                vec!["lrps", lrp, "instances", &index_text, "exec"]
+            }
+            ExecIn::Task(id) => vec!["tasks", id, "exec"],
+        };
+        let mut url = self.url(&segments, &[])?;
         let scheme = if url.scheme() == "https" { "wss" } else { "ws" };
         url.set_scheme(scheme)
             .map_err(|()| ClientError::InvalidUrl {
@@ -80,7 +103,7 @@ impl Client {
             }
         };
         let first = serde_json::to_string(start).expect("exec requests always serialise");
-        let target = format!("{lrp}/{index}");
+        let target = within.to_string();
         socket
             .send(Message::Text(first.into()))
             .await

@@ -28,7 +28,7 @@ use serde::de::DeserializeOwned;
 
 pub use error::ClientError;
 pub use events::EventStream;
-pub use exec::{ExecOutput, ExecSession};
+pub use exec::{ExecIn, ExecOutput, ExecSession};
 pub use logs::LogsOf;
 
 /// How long a connection attempt may take. Short, so that a wrong address fails fast.

@@ -305,6 +305,24 @@ pub struct LogsArgs {
 
 #[derive(Debug, Args)]
 pub struct ExecArgs {
+    /// The instance: the LRP's name and the instance's index, such as web/0
+    #[arg(value_name = "NAME/INDEX")]
+    pub target: String,
+    #[command(flatten)]
+    pub run: ExecRun,
+}
+
+#[derive(Debug, Args)]
+pub struct TaskExecArgs {
+    /// Id of the task (it must be RUNNING)
+    pub id: String,
+    #[command(flatten)]
+    pub run: ExecRun,
+}
+
+/// What `corral exec` and `corral task exec` run, and how.
+#[derive(Debug, Args)]
+pub struct ExecRun {
     /// Pass stdin to the command
     #[arg(short, long)]
     pub interactive: bool,
@@ -314,9 +332,6 @@ pub struct ExecArgs {
     /// Add KEY=VALUE to the command's environment (repeatable)
     #[arg(short, long = "env", value_name = "KEY=VALUE")]
     pub env: Vec<String>,
-    /// The instance: the LRP's name and the instance's index, such as web/0
-    #[arg(value_name = "NAME/INDEX")]
-    pub target: String,
     /// The command and its arguments (after `--` when they start with `-`)
     #[arg(
         value_name = "COMMAND",
@@ -378,6 +393,9 @@ pub enum TaskCommand {
     Rm(TaskIdArgs),
     /// Print a task's log (with -f, until it completes)
     Logs(TaskLogsArgs),
+    /// Run a command in a running task's container, as `corral exec` does in an
+    /// instance's
+    Exec(TaskExecArgs),
 }
 
 #[derive(Debug, Clone, Args)]

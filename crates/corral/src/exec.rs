@@ -10,7 +10,7 @@ use api::exec::{ExecEnd, ExecStart, TermSize};
 use client::{Client, ExecOutput, ExecSession};
 use tokio::sync::mpsc;
 
-use crate::cli::ExecArgs;
+use crate::cli::{ExecArgs, ExecRun};
 
 /// The command ended with a nonzero code, which `corral exec` exits with.
 #[derive(Debug)]
@@ -32,7 +32,13 @@ impl RemoteExit {
 }
 
 pub async fn run(client: &Client, args: &ExecArgs) -> Result<()> {
-    let (name, index) = parse_target(&args.target)?;
+    let (lrp, index) = parse_target(&args.target)?;
+    run_in(client, client::ExecIn::Instance { lrp, index }, &args.run).await
+}
+
+/// Runs `args.command` in an instance's or a task's container, with our terminal and
+/// exit code.
+pub async fn run_in(client: &Client, within: client::ExecIn<'_>, args: &ExecRun) -> Result<()> {
     let tty = if args.tty {
         if !std::io::stdin().is_terminal() {
             bail!(
@@ -49,9 +55,9 @@ pub async fn run(client: &Client, args: &ExecArgs) -> Result<()> {
         env: args.env.clone(),
     };
     let mut session = client
-        .exec(name, index, &start)
+        .exec(within, &start)
         .await
-        .with_context(|| format!("exec in {name}/{index}"))?;
+        .with_context(|| format!("exec in {within}"))?;
     // Raw from here: keys go to the remote terminal as typed (Ctrl-C included).
     let _raw = match tty {
         Some(_) => Some(RawMode::enable()?),
@@ -59,7 +65,7 @@ pub async fn run(client: &Client, args: &ExecArgs) -> Result<()> {
     };
     let code = relay(&mut session, args.interactive, tty.is_some())
         .await
-        .with_context(|| format!("exec in {name}/{index}"))?;
+        .with_context(|| format!("exec in {within}"))?;
     session.close().await;
     if code == 0 {
         Ok(())

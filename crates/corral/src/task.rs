@@ -16,6 +16,9 @@ pub async fn run(client: &Client, command: &TaskCommand) -> Result<()> {
         TaskCommand::Get(args) => get(client, args).await,
         TaskCommand::Cancel(args) => cancel(client, args).await,
         TaskCommand::Rm(args) => rm(client, args).await,
+        TaskCommand::Exec(args) => {
+            crate::exec::run_in(client, client::ExecIn::Task(&args.id), &args.run).await
+        }
         TaskCommand::Logs(args) => {
             crate::logs::run(client, client::LogsOf::Task(&args.id), &args.logs).await
         }

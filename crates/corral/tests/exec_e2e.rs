@@ -14,7 +14,7 @@ use api::LrpStatus;
 use model::InstanceState;
 use tempfile::TempDir;
 
-use common::{CORRAL, Dev, corral, json, ok, poll_for};
+use common::{CORRAL, Dev, corral, fails, json, ok, poll_for};
 
 /// Long enough for a cold start of containers on a busy 2-core machine.
 const RUN_DEADLINE: Duration = Duration::from_secs(60);
@@ -309,4 +309,37 @@ fn exec_runs_commands_on_the_process_backend() {
     assert_eq!(code, 5, "{shown}");
     assert!(has_line(&shown, "42"), "{shown:?}");
     assert!(has_line(&shown, "33 101"), "{shown:?}");
+
+    // A running task's container too; one that is not running is named as such.
+    ok(
+        home,
+        &["task", "submit", "--id", "job", "--", "sleep", "1000003"],
+    );
+    poll_for("the task to run", RUN_DEADLINE, || {
+        let task: model::Task = json(home, &["task", "get", "job", "--json"]);
+        (task.state == model::TaskState::Running).then_some(())
+    });
+    let out = corral(
+        home,
+        &[
+            "task",
+            "exec",
+            "job",
+            "--",
+            "sh",
+            "-c",
+            "echo $CORRAL_TASK; exit 6",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(6), "{out:?}");
+    assert_eq!(text(&out.stdout), "job\n");
+    ok(home, &["task", "cancel", "job"]);
+    poll_for("the task to end", RUN_DEADLINE, || {
+        let task: model::Task = json(home, &["task", "get", "job", "--json"]);
+        (task.state != model::TaskState::Running).then_some(())
+    });
+    let err = fails(home, &["task", "exec", "job", "--", "true"]);
+    assert!(err.contains("task job is not running"), "{err}");
+    let err = fails(home, &["task", "exec", "nope", "--", "true"]);
+    assert!(err.contains("no task with id nope"), "{err}");
 }

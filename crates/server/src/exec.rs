@@ -61,8 +61,42 @@ pub(crate) async fn lrp_instance(
             format!("this route is a WebSocket (docs/exec.md): {e}"),
         )
     })?;
-    let cell = connect_cell(&state, &address, &key.instance_id, &name, index).await?;
+    let what = format!("instance {name}/{index}");
+    let cell = connect_cell(&state, &address, &key.instance_id, &what).await?;
     tracing::info!(lrp = %name, index, cell = %key.cell_id, "exec session");
+    Ok(upgrade.on_upgrade(move |client| relay(client, cell)))
+}
+
+/// `GET /v1/tasks/{id}/exec`: into a RUNNING task's container.
+pub(crate) async fn task(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Result<Response, ApiError> {
+    let id = path_name("task", &id)?;
+    let task = state
+        .store
+        .get_task(&id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("no task with id {id}")))?;
+    let cell_id = match (&task.state, &task.cell_id) {
+        (model::TaskState::Running, Some(cell)) => cell.clone(),
+        (state, _) => {
+            return Err(ApiError::not_found(format!(
+                "task {id} is not running (it is {state})"
+            )));
+        }
+    };
+    let address = cell_address(&state, &cell_id).await?;
+    let upgrade = upgrade.map_err(|e| {
+        ApiError::bad_request(
+            "upgrade",
+            format!("this route is a WebSocket (docs/exec.md): {e}"),
+        )
+    })?;
+    let container = api::task_container_id(id.as_str());
+    let cell = connect_cell(&state, &address, &container, &format!("task {id}")).await?;
+    tracing::info!(task = %id, cell = %cell_id, "exec session");
     Ok(upgrade.on_upgrade(move |client| relay(client, cell)))
 }
 
@@ -126,12 +160,12 @@ async fn cell_address(state: &AppState, cell: &Name) -> Result<String, ApiError>
 }
 
 /// Opens the cell's exec WebSocket for container `container`.
+/// `what` names the instance or task for messages: `instance web/0`, `task build-1`.
 async fn connect_cell(
     state: &AppState,
     address: &str,
     container: &str,
-    name: &Name,
-    index: u32,
+    what: &str,
 ) -> Result<CellSocket, ApiError> {
     let base = address.trim_end_matches('/');
     let ws_base = if let Some(rest) = base.strip_prefix("https://") {
@@ -145,7 +179,7 @@ async fn connect_cell(
     let unavailable = |why: String| {
         ApiError::new(
             api::ErrorCode::Unavailable,
-            format!("cannot exec in {name}/{index}: {why}"),
+            format!("cannot exec in {what}: {why}"),
         )
     };
     let mut request = url
@@ -162,11 +196,9 @@ async fn connect_cell(
         tokio::time::timeout(CONNECT_TIMEOUT, tokio_tungstenite::connect_async(request)).await;
     match connected {
         Ok(Ok((socket, _))) => Ok(socket),
-        Ok(Err(tungstenite::Error::Http(response))) if response.status() == 404 => {
-            Err(ApiError::not_found(format!(
-                "instance {name}/{index} is not on its cell any more (it stopped)"
-            )))
-        }
+        Ok(Err(tungstenite::Error::Http(response))) if response.status() == 404 => Err(
+            ApiError::not_found(format!("{what} is not on its cell any more (it stopped)")),
+        ),
         Ok(Err(tungstenite::Error::Http(response))) => Err(unavailable(format!(
             "the cell answered {}",
             response.status()

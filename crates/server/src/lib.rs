@@ -227,6 +227,7 @@ pub(crate) fn routes() -> Vec<Route> {
         route(Delete, "/v1/tasks/{id}", tasks::delete),
         route(Post, "/v1/tasks/{id}/cancel", tasks::cancel),
         route(Get, "/v1/tasks/{id}/logs", logs::task),
+        route(Get, "/v1/tasks/{id}/exec", exec::task),
         route(Get, "/v1/cells", cells::list),
         bulk(route(Post, "/v1/cells/heartbeat", cells::heartbeat)),
         bulk(route(Post, "/v1/cells/assignments", cells::assignments)),

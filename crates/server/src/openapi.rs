@@ -70,17 +70,18 @@ fn operation(
     op
 }
 
-/// `GET /v1/lrps/{name}/instances/{index}/exec`: a WebSocket, whose frames OpenAPI
-/// cannot describe; the description says where they are.
-fn exec_operation() -> Value {
+/// What an exec WebSocket carries, for the operations' descriptions.
+const EXEC_FRAMES: &str = " The first frame is text, `{\"command\": [..], \"tty\": {\"rows\", \"cols\"} | null, \"env\": [\"K=V\"]}`; then binary frames whose first byte is the channel (0 stdin, 1 stdout, 2 stderr) and text control frames (`{\"resize\": {..}}`, `{\"eof\": true}`; last from the server `{\"exit\": {\"code\": N}}` or `{\"error\": \"..\"}`). See docs/exec.md.";
+
+/// An exec route (`/v1/lrps/{name}/instances/{index}/exec`, `/v1/tasks/{id}/exec`): a
+/// WebSocket, whose frames OpenAPI cannot describe; the description says where they are.
+fn exec_operation(id: &str, what: &str, params: Vec<Value>) -> Value {
     let mut op = operation(
-        "execInInstance",
-        "Run a command in a RUNNING instance's container over a WebSocket (send `Upgrade: websocket`). The first frame is text, `{\"command\": [..], \"tty\": {\"rows\", \"cols\"} | null, \"env\": [\"K=V\"]}`; then binary frames whose first byte is the channel (0 stdin, 1 stdout, 2 stderr) and text control frames (`{\"resize\": {..}}`, `{\"eof\": true}`; last from the server `{\"exit\": {\"code\": N}}` or `{\"error\": \"..\"}`). See docs/exec.md.",
-        vec![
-            path_param("name", "The LRP's name."),
-            json!({"name": "index", "in": "path", "required": true, "description": "The instance's index.",
-                   "schema": {"type": "integer", "minimum": 0}}),
-        ],
+        id,
+        &format!(
+            "Run a command in {what} over a WebSocket (send `Upgrade: websocket`).{EXEC_FRAMES}"
+        ),
+        params,
         None,
         (
             "101",
@@ -157,7 +158,11 @@ pub(crate) fn document() -> Value {
                     ("200", ok("The status.", schema("LrpStatus"))), &["404"]),
             },
             "/v1/lrps/{name}/instances/{index}/exec": {
-                "get": exec_operation(),
+                "get": exec_operation("execInInstance", "a RUNNING instance's container", vec![
+                    path_param("name", "The LRP's name."),
+                    json!({"name": "index", "in": "path", "required": true, "description": "The instance's index.",
+                           "schema": {"type": "integer", "minimum": 0}}),
+                ]),
             },
             "/v1/tasks": {
                 "post": operation("createTask", "Submit a task. Without an id, a UUID is generated.", vec![],
@@ -199,6 +204,10 @@ pub(crate) fn document() -> Value {
                     "The LRP's log: its instances' output and what the cells and the server say about them (created, running, crashed, scaled), merged by time, as newline-delimited LogEntry JSON, oldest first. Blank lines are keep-alives.",
                     vec![path_param("name", "The LRP's name."), log_tail_param(), log_follow_param()], None,
                     ("200", log_stream()), &[]),
+            },
+            "/v1/tasks/{id}/exec": {
+                "get": exec_operation("execInTask", "a RUNNING task's container",
+                    vec![path_param("id", "The task's id.")]),
             },
             "/v1/tasks/{id}/logs": {
                 "get": operation("taskLogs",
