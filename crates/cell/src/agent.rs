@@ -474,6 +474,7 @@ impl Agent {
                     processes: Vec::new(),
                     running: false,
                     image_layers: Vec::new(),
+                    exec_as: None,
                 };
                 self.spawn_work(instance_id, record, None, Instant::now());
             }
@@ -522,6 +523,7 @@ impl Agent {
                     processes: Vec::new(),
                     running: false,
                     image_layers: Vec::new(),
+                    exec_as: None,
                 };
                 self.spawn_work(container, record, None, Instant::now());
             }

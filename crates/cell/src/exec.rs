@@ -79,19 +79,21 @@ async fn run(agent: &Agent, container: &str, socket: &mut WebSocket) -> Result<i
     let start = read_start(socket).await?;
     // Subscribed before the process starts, so none of its output is missed.
     let mut events = agent.runtime.subscribe();
-    // The app's own variables first, then the session's, which win.
-    let mut env = agent
-        .records
-        .load(container)
+    // The app's own variables first, then the session's, which win; the app's main
+    // process's user and directory.
+    let record = agent.records.load(container);
+    let mut env = record
+        .as_ref()
         .map(|record| crate::work::work_env(&record.work))
         .unwrap_or_default();
     env.extend(start.env_pairs());
+    let exec_as = record.and_then(|r| r.exec_as).unwrap_or_default();
     let spec = ProcessSpec {
         path: start.command[0].clone(),
         args: start.command[1..].to_vec(),
-        dir: None,
+        dir: exec_as.dir,
         env,
-        user: None,
+        user: exec_as.user,
         nofile: None,
         nproc: None,
         tty: start.tty.map(|t| TtySize {

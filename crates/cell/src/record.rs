@@ -23,6 +23,29 @@ pub(crate) struct Record {
     /// while this record exists.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub(crate) image_layers: Vec<String>,
+    /// Who an exec session runs as and where, when not the container's defaults: the
+    /// user and directory of the app's main process (as `docker exec` takes the
+    /// image's USER and WorkingDir).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) exec_as: Option<ExecAs>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct ExecAs {
+    pub(crate) user: Option<String>,
+    pub(crate) dir: Option<String>,
+}
+
+impl ExecAs {
+    /// What an exec session into a container running `action` (resolved against its
+    /// image) inherits from its first run.
+    pub(crate) fn of(action: &model::Action) -> Option<ExecAs> {
+        let run = action.first_run()?;
+        (run.user.is_some() || run.dir.is_some()).then(|| ExecAs {
+            user: run.user.clone(),
+            dir: run.dir.clone(),
+        })
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -20,7 +20,7 @@ use crate::agent::Agent;
 use crate::checks;
 use crate::images::Pulled;
 use crate::logs::Owner;
-use crate::record::{Kind, Record};
+use crate::record::{ExecAs, Kind, Record};
 
 /// Why a container is being stopped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -228,6 +228,8 @@ impl Instance {
             Ok(action) => action,
             Err(reason) => return End::Crashed(reason),
         };
+        self.record.exec_as = ExecAs::of(&action);
+        self.save();
         if let Some(setup) = setup {
             let ctx = ctx.clone();
             let setup = async move { actions::execute(&ctx, &setup).await };
@@ -712,6 +714,9 @@ async fn run_task(
                 let action = with_image(&task.spec.action, &image)?;
                 Ok((rootfs, image, action))
             });
+            if let Ok((_, _, action)) = &prepared {
+                record.exec_as = ExecAs::of(action);
+            }
             let (rootfs, image, action) = match prepared {
                 Ok(prepared) => prepared,
                 Err(reason) => {

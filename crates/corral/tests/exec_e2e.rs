@@ -270,6 +270,38 @@ fn exec_runs_commands_in_an_instance() {
         assert_eq!(out.status.code(), Some(1), "{args:?}: {out:?}");
         assert!(stderr.contains(says), "{args:?}: {stderr}");
     }
+
+    // A session runs as the app's main process does: its user, in its directory, with
+    // its environment (an LRP whose run names them, created through the API).
+    let api = cell.dev.as_ref().expect("running").api.clone();
+    let token = std::fs::read_to_string(home.join("dev").join("token")).expect("the token");
+    let lrp = r#"{"name": "asuser", "rootfs": "preloaded:busybox", "env": {"TEAM": "blue"},
+        "action": {"run": {"path": "sleep", "args": ["1000004"], "user": "1000", "dir": "/bin"}}}"#;
+    let created = Command::new("curl")
+        .args(["-sf", "--max-time", "5", "-X", "POST", "-H"])
+        .arg(format!("Authorization: Bearer {}", token.trim()))
+        .args(["-H", "Content-Type: application/json", "-d", lrp])
+        .arg(format!("{api}/v1/lrps"))
+        .output()
+        .expect("curl");
+    assert!(created.status.success(), "{created:?}");
+    poll_for("asuser/0 to run", RUN_DEADLINE, || {
+        let status: LrpStatus = json(home, &["status", "asuser", "--json"]);
+        (status.running == 1).then_some(())
+    });
+    let out = corral(
+        home,
+        &[
+            "exec",
+            "asuser/0",
+            "--",
+            "sh",
+            "-c",
+            "id -u; pwd; echo $TEAM $INSTANCE_INDEX",
+        ],
+    );
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(text(&out.stdout), "1000\n/bin\nblue 0\n");
 }
 
 /// The process backend (no root): the same commands and terminal, on the host.

@@ -145,6 +145,19 @@ impl Action {
         Action::RunImage(RunImageAction::default())
     }
 
+    /// The first `run` of the tree, depth first: the app's main process for an action,
+    /// whose user and directory an exec session into its container takes.
+    pub fn first_run(&self) -> Option<&RunAction> {
+        match self {
+            Action::Run(run) => Some(run),
+            Action::RunImage(_) | Action::Download(_) => None,
+            Action::Serial(children)
+            | Action::Parallel(children)
+            | Action::Codependent(children) => children.iter().find_map(Action::first_run),
+            Action::Timeout { action, .. } | Action::Try(action) => action.first_run(),
+        }
+    }
+
     /// Whether a node of the tree runs the image's command.
     pub fn uses_image(&self) -> bool {
         match self {
@@ -453,5 +466,32 @@ mod tests {
     fn unknown_kinds_and_fields_are_refused() {
         assert!(serde_json::from_str::<Action>(r#"{"upload": {}}"#).is_err());
         assert!(serde_json::from_str::<Action>(r#"{"run": {"path": "a", "bogus": 1}}"#).is_err());
+    }
+
+    #[test]
+    fn the_first_run_is_found_depth_first_past_downloads() {
+        let app = RunAction {
+            path: "app".into(),
+            args: vec![],
+            dir: Some("/app".into()),
+            env: vec![],
+            user: Some("vcap".into()),
+            limits: ResourceLimits::default(),
+        };
+        let tree = Action::Serial(vec![
+            Action::Download(DownloadAction {
+                from: "http://x/a.tgz".into(),
+                to: "/app".into(),
+                checksum: None,
+                cache_key: None,
+                user: None,
+            }),
+            Action::Try(Box::new(Action::Codependent(vec![
+                Action::Run(app.clone()),
+                Action::run("sidecar", ["x"]),
+            ]))),
+        ]);
+        assert_eq!(tree.first_run(), Some(&app));
+        assert_eq!(Action::run_image().first_run(), None);
     }
 }
