@@ -152,13 +152,17 @@ async fn serve(
         }
         lrp => lrp,
     };
-    let cells: Vec<Cell> = state
+    let mut cells: Vec<Cell> = state
         .store
         .list_locks(cells::PREFIX, state.now())
         .await?
         .iter()
         .filter_map(cells::decode)
         .collect();
+    // One agent answers for every cell at its address (a process simulating many
+    // cells): it is asked once.
+    let mut addresses = std::collections::HashSet::new();
+    cells.retain(|c| addresses.insert(c.address.clone()));
     let tails = futures::future::join_all(
         cells
             .iter()
@@ -203,7 +207,7 @@ async fn serve(
             state: state.clone(),
             subject: subject.clone(),
             cursor,
-            followed: cells.iter().map(|c| c.id.clone()).collect(),
+            followed: cells.iter().map(|c| c.address.clone()).collect(),
             tx: tx.clone(),
             _end: end,
         };
@@ -408,7 +412,8 @@ struct Watcher {
     state: AppState,
     subject: Subject,
     cursor: u64,
-    followed: std::collections::HashSet<Name>,
+    /// The addresses of the cells followed: one stream per agent.
+    followed: std::collections::HashSet<String>,
     tx: mpsc::Sender<LogEntry>,
     /// Dropped when the stream should end.
     _end: oneshot::Sender<()>,
@@ -472,7 +477,7 @@ impl Watcher {
         let Some(cell) = cells::decode(&record) else {
             return;
         };
-        if self.followed.insert(cell.id.clone()) {
+        if self.followed.insert(cell.address.clone()) {
             spawn_cell_follower(
                 &self.state,
                 cell,
