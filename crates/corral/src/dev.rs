@@ -187,6 +187,7 @@ Next, in another terminal:
   corral create web -i 3 --route web.localhost -- sh -c 'exec python3 -m http.server $PORT'
   corral status web     (ADDRESS is each instance's host port: curl it)
   {through}
+  corral logs web -f    (its output and what happens to it; corral exec -it web/0 sh to look inside)
 
 Stop with Ctrl-C.
 ",
