@@ -130,11 +130,7 @@ async fn serve(
     // the event cursor: a change that falls between the two is then told (late) by the
     // next event, where rows read after the cursor would already hold it and it would
     // never be told.
-    let instances = if request.follow {
-        cells_instances(&state, &subject).await
-    } else {
-        Vec::new()
-    };
+    let instances = cells_instances(&state, &subject).await;
     // The event cursor is taken before the tails, so no lifecycle change falls between.
     let cursor = state
         .store
@@ -189,6 +185,8 @@ async fn serve(
             )),
         }
     }
+    // What the server knows now, each line at the time its row entered its state.
+    entries.extend(current_lines(&subject, &instances));
     // Stable: lines of one cell with the same millisecond keep their order.
     entries.sort_by_key(|e| e.at);
     let skip = entries.len().saturating_sub(request.tail);
@@ -613,6 +611,34 @@ impl Story {
     }
 }
 
+/// The server's view of an LRP's instances or a task as it is now: one line each, at
+/// the time it entered its current state.
+fn current_lines(subject: &Subject, instances: &[Instance]) -> Vec<LogEntry> {
+    let line = |at: model::Timestamp, index, text| LogEntry {
+        at: at.0,
+        source: LogSource::Api,
+        index,
+        text,
+    };
+    match subject {
+        Subject::Lrp(_) => instances
+            .iter()
+            .filter_map(|i| describe_instance(None, i).map(|t| line(i.since, Some(i.index), t)))
+            .collect(),
+        Subject::Task(task) => {
+            let mut before = (**task).clone();
+            before.state = match task.state {
+                TaskState::Pending => TaskState::Running,
+                _ => TaskState::Pending,
+            };
+            describe_task(&before, task)
+                .map(|t| line(task.updated_at, None, t))
+                .into_iter()
+                .collect()
+        }
+    }
+}
+
 /// What changed about an instance, in words; `None` when nothing a user cares about did.
 fn describe_instance(prev: Option<&Instance>, next: &Instance) -> Option<String> {
     let cell = next
@@ -809,6 +835,39 @@ mod tests {
                 "{prev:?} -> {next:?}"
             );
         }
+    }
+
+    #[test]
+    fn a_tail_says_what_each_instance_is_now_as_of_when_it_became_so() {
+        let create: api::LrpCreate = serde_json::from_value(serde_json::json!({
+            "name": "web", "instances": 2, "action": {"run": {"path": "true"}},
+        }))
+        .unwrap();
+        let lrp = Lrp {
+            spec: create.into_spec().unwrap(),
+            generation: 1,
+            created_at: Timestamp(0),
+            updated_at: Timestamp(0),
+        };
+        let mut running = on_cell(instance(InstanceState::Running));
+        running.since = Timestamp(5_000);
+        let mut crashed = instance(InstanceState::Crashed);
+        crashed.index = 1;
+        crashed.crash_count = 3;
+        crashed.crash_reason = Some("killed".into());
+        crashed.since = Timestamp(7_000);
+        let lines = current_lines(&Subject::Lrp(Box::new(lrp)), &[running, crashed]);
+        let said: Vec<(u64, Option<u32>, &str)> = lines
+            .iter()
+            .map(|l| (l.at, l.index, l.text.as_str()))
+            .collect();
+        assert_eq!(
+            said,
+            [
+                (5_000, Some(0), "running on cell cell-1"),
+                (7_000, Some(1), "crashed (3 crashes): killed")
+            ]
+        );
     }
 
     fn event(kind: EventKind, data: String) -> Event {
