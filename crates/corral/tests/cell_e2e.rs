@@ -14,67 +14,13 @@ use std::time::Duration;
 
 use api::LrpStatus;
 use model::{InstanceState, Task, TaskState};
-use tempfile::TempDir;
 
-use common::{Daemon, Dev, corral, json, ok, poll, poll_for, poll_for_explained};
+use common::{
+    Daemon, Dev, DevCell, corral, json, linux_available, ok, poll, poll_for, poll_for_explained,
+};
 
 /// Long enough for a cold start of containers on a busy 2-core machine.
 const RUN_DEADLINE: Duration = Duration::from_secs(60);
-
-/// `corral dev` with its cell, stopped gracefully when dropped so that the cell's
-/// runtime helper destroys its containers.
-struct DevCell {
-    dev: Option<Dev>,
-    home: TempDir,
-}
-
-impl DevCell {
-    fn start(backend: &str) -> DevCell {
-        let home = tempfile::tempdir().expect("tempdir");
-        let dev = Dev::start_with(home.path(), &["--backend", backend]);
-        let cell = DevCell {
-            dev: Some(dev),
-            home,
-        };
-        poll_for("the dev cell to join", RUN_DEADLINE, || {
-            let cells: api::List<model::Cell> = json(cell.home(), &["cells", "--json"]);
-            cells
-                .items
-                .iter()
-                .any(|c| c.id.as_str() == "dev-cell")
-                .then_some(())
-        });
-        cell
-    }
-
-    fn home(&self) -> &Path {
-        self.home.path()
-    }
-}
-
-impl Drop for DevCell {
-    fn drop(&mut self) {
-        if let Some(mut dev) = self.dev.take() {
-            dev.stop();
-        }
-    }
-}
-
-fn is_root() -> bool {
-    nix_uid() == 0
-}
-
-fn nix_uid() -> u32 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("Uid:"))
-                .and_then(|v| v.split_whitespace().next().map(str::to_owned))
-        })
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(u32::MAX)
-}
 
 /// Waits until `name` has `n` RUNNING instances and returns its status.
 fn running(home: &Path, name: &str, n: usize) -> LrpStatus {
@@ -174,7 +120,7 @@ fn kill_all(marker: &str) -> usize {
 /// that the crash policy restarts.
 #[test]
 fn process_backend_runs_lrps_and_tasks() {
-    let cell = DevCell::start("process");
+    let cell = DevCell::start(&["--backend", "process"]);
     let home = cell.home();
 
     // The process backend cannot remap ports: the process listens on the host port the
@@ -280,20 +226,6 @@ fn process_backend_runs_lrps_and_tasks() {
     });
 }
 
-/// The linux backend needs root; CI runs as root. Elsewhere the tests say so and fail,
-/// unless CORRAL_SKIP_LINUX_TESTS=1 says to skip them.
-fn linux_available() -> bool {
-    if std::env::var("CORRAL_SKIP_LINUX_TESTS").as_deref() == Ok("1") {
-        eprintln!("CORRAL_SKIP_LINUX_TESTS=1: skipping a linux backend test");
-        return false;
-    }
-    assert!(
-        is_root(),
-        "the linux backend tests need root (set CORRAL_SKIP_LINUX_TESTS=1 to skip them)"
-    );
-    true
-}
-
 /// Runs a task on `rootfs` whose result file is `/tmp/out`, and returns the result.
 fn task_output(home: &Path, id: &str, rootfs: &str, script: &str) -> String {
     ok(
@@ -370,7 +302,7 @@ fn linux_backend_isolates_and_limits() {
     if !linux_available() {
         return;
     }
-    let cell = DevCell::start("linux");
+    let cell = DevCell::start(&["--backend", "linux"]);
     let home = cell.home();
     let state_dir = home.join("dev").join("cell");
 
@@ -840,7 +772,7 @@ fn linux_cells_run_images_from_a_registry() {
     rt.block_on(Pusher::new(&addr, "test/broken", None).image("1", std::slice::from_ref(&broken)));
     corrupt(&registry, &broken.digest());
 
-    let cell = DevCell::start("linux");
+    let cell = DevCell::start(&["--backend", "linux"]);
     let home = cell.home();
     let images = home.join("dev").join("cell").join("images");
     let image = format!("docker://{addr}/test/busybox-httpd:1");
@@ -956,7 +888,7 @@ fn linux_cells_run_images_from_a_registry() {
         get(&format!("http://127.0.0.1:{port}/"))
     });
     assert_eq!(page, "hello from the image\n");
-    let api = cell.dev.as_ref().expect("running").api.clone();
+    let api = cell.dev().api.clone();
     let token = std::fs::read_to_string(home.join("dev").join("token")).expect("the token");
     let mut shown = vec![
         ok(home, &["status", "private", "--json"]),
@@ -983,7 +915,7 @@ fn linux_cells_run_images_from_a_registry() {
             "the password in an answer: {text}"
         );
     }
-    let log = cell.dev.as_ref().expect("running").log();
+    let log = cell.dev().log();
     assert!(log.contains("image ready"), "the dev log is read");
     assert!(!log.contains(PASSWORD) && !log.contains("not-the-password"));
 

@@ -12,78 +12,15 @@ use std::time::Duration;
 
 use api::LrpStatus;
 use model::InstanceState;
-use tempfile::TempDir;
 
-use common::{CORRAL, Dev, corral, fails, json, ok, poll_for};
+use common::{CORRAL, DevCell, command, corral, fails, json, linux_available, ok, poll_for};
 
 /// Long enough for a cold start of containers on a busy 2-core machine.
 const RUN_DEADLINE: Duration = Duration::from_secs(60);
 
-/// The linux backend needs root; elsewhere the test says so and fails, unless
-/// CORRAL_SKIP_LINUX_TESTS=1 says to skip it.
-fn linux_available() -> bool {
-    if std::env::var("CORRAL_SKIP_LINUX_TESTS").as_deref() == Ok("1") {
-        eprintln!("CORRAL_SKIP_LINUX_TESTS=1: skipping a linux backend test");
-        return false;
-    }
-    let uid = std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("Uid:"))
-                .and_then(|v| v.split_whitespace().next().map(str::to_owned))
-        });
-    assert_eq!(
-        uid.as_deref(),
-        Some("0"),
-        "the linux backend tests need root (set CORRAL_SKIP_LINUX_TESTS=1 to skip them)"
-    );
-    true
-}
-
-/// `corral dev` with a cell, stopped gracefully when dropped so that the cell's runtime
-/// helper destroys its containers.
-struct DevCell {
-    dev: Option<Dev>,
-    home: TempDir,
-}
-
-impl DevCell {
-    fn start(backend: &str) -> DevCell {
-        let home = tempfile::tempdir().expect("tempdir");
-        let dev = Dev::start_with(home.path(), &["--backend", backend, "--no-router"]);
-        let cell = DevCell {
-            dev: Some(dev),
-            home,
-        };
-        poll_for("the dev cell to join", RUN_DEADLINE, || {
-            let cells: api::List<model::Cell> = json(cell.home(), &["cells", "--json"]);
-            (!cells.items.is_empty()).then_some(())
-        });
-        cell
-    }
-
-    fn home(&self) -> &Path {
-        self.home.path()
-    }
-}
-
-impl Drop for DevCell {
-    fn drop(&mut self) {
-        if let Some(mut dev) = self.dev.take() {
-            dev.stop();
-        }
-    }
-}
-
 /// Runs `corral` with `stdin` as its input.
 fn corral_with_input(home: &Path, args: &[&str], stdin: &[u8]) -> Output {
-    let mut child = Command::new(CORRAL)
-        .args(args)
-        .env("CORRAL_HOME", home)
-        .env_remove("CORRAL_API")
-        .env_remove("CORRAL_TOKEN")
-        .env_remove("CORRAL_CONFIG")
+    let mut child = command(home, args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -172,7 +109,7 @@ fn exec_runs_commands_in_an_instance() {
     if !linux_available() {
         return;
     }
-    let cell = DevCell::start("linux");
+    let cell = DevCell::start(&["--backend", "linux", "--no-router"]);
     let home = cell.home();
     ok(
         home,
@@ -273,7 +210,7 @@ fn exec_runs_commands_in_an_instance() {
 
     // A session runs as the app's main process does: its user, in its directory, with
     // its environment (an LRP whose run names them, created through the API).
-    let api = cell.dev.as_ref().expect("running").api.clone();
+    let api = cell.dev().api.clone();
     let token = std::fs::read_to_string(home.join("dev").join("token")).expect("the token");
     let lrp = r#"{"name": "asuser", "rootfs": "preloaded:busybox", "env": {"TEAM": "blue"},
         "action": {"run": {"path": "sleep", "args": ["1000004"], "user": "1000", "dir": "/bin"}}}"#;
@@ -307,7 +244,7 @@ fn exec_runs_commands_in_an_instance() {
 /// The process backend (no root): the same commands and terminal, on the host.
 #[test]
 fn exec_runs_commands_on_the_process_backend() {
-    let cell = DevCell::start("process");
+    let cell = DevCell::start(&["--backend", "process", "--no-router"]);
     let home = cell.home();
     ok(home, &["create", "web", "--", "sleep", "1000002"]);
     wait_running(home);

@@ -6,56 +6,22 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
+use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use tempfile::TempDir;
-
-use common::{DEADLINE, Dev, json, ok, poll_for, poll_for_explained};
+use common::{
+    Answer, DEADLINE, DevCell, http_get, is_root, json, ok, poll_for, poll_for_explained,
+};
 
 /// Long enough for a cold start of instances on a busy 2-core machine.
 const RUN_DEADLINE: Duration = Duration::from_secs(60);
 const HOST: &str = "web.metrics.test";
 
-/// A status and body, or why there was none.
-type Answer = Result<(u16, String), String>;
-
-/// One HTTP/1.1 `GET` on a connection of its own, with `Host: host` and the bearer
-/// token when one is given.
+/// One `GET` with `Host: host` and the bearer token when one is given.
 fn get(addr: &str, host: &str, path: &str, token: Option<&str>) -> Answer {
-    let mut stream = TcpStream::connect(addr).map_err(|e| format!("connect to {addr}: {e}"))?;
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .map_err(|e| e.to_string())?;
-    let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: {host}\r\n{auth}Connection: close\r\n\r\n"
-    )
-    .map_err(|e| format!("send to {addr}: {e}"))?;
-    let mut response = Vec::new();
-    stream
-        .read_to_end(&mut response)
-        .map_err(|e| format!("read from {addr}: {e}"))?;
-    let response = String::from_utf8_lossy(&response);
-    let (head, body) = response
-        .split_once("\r\n\r\n")
-        .ok_or_else(|| format!("not an HTTP response: {response:?}"))?;
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| format!("no status in {head:?}"))?;
-    assert!(
-        !head
-            .to_ascii_lowercase()
-            .contains("transfer-encoding: chunked"),
-        "this reader expects whole bodies: {head}"
-    );
-    Ok((status, body.to_owned()))
+    http_get(addr, host, path, token)
 }
 
 /// `http://host:port` -> `host:port`.
@@ -118,21 +84,6 @@ fn promtool_check(what: &str, text: &str) {
     );
 }
 
-/// `corral dev` with its cell and router, stopped gracefully when dropped so that the
-/// cell's runtime helper destroys its containers.
-struct DevAll {
-    dev: Option<Dev>,
-    home: TempDir,
-}
-
-impl Drop for DevAll {
-    fn drop(&mut self) {
-        if let Some(mut dev) = self.dev.take() {
-            dev.stop();
-        }
-    }
-}
-
 fn home_token(home: &Path) -> String {
     std::fs::read_to_string(home.join("dev").join("token"))
         .expect("corral dev wrote its API token")
@@ -142,18 +93,13 @@ fn home_token(home: &Path) -> String {
 
 #[test]
 fn every_component_serves_metrics_that_promtool_accepts() {
-    let home = tempfile::tempdir().expect("tempdir");
     // Real containers (their figures from cgroups) where the linux backend can run.
     let linux = is_root() && std::env::var("CORRAL_SKIP_LINUX_TESTS").as_deref() != Ok("1");
     let backend = if linux { "linux" } else { "process" };
-    let dev = Dev::start_with(home.path(), &["--backend", backend]);
-    let api = authority(&dev.api).to_owned();
-    let router = dev.router.clone().expect("dev runs a router");
-    let all = DevAll {
-        dev: Some(dev),
-        home,
-    };
-    let home = all.home.path();
+    let all = DevCell::start(&["--backend", backend]);
+    let api = authority(&all.dev().api).to_owned();
+    let router = all.dev().router.clone().expect("dev runs a router");
+    let home = all.home();
     let token = home_token(home);
 
     let cell = poll_for("the dev cell to join", RUN_DEADLINE, || {
@@ -204,7 +150,7 @@ fn every_component_serves_metrics_that_promtool_accepts() {
             let (status, body) = get(&router, HOST, "/", None).ok()?;
             (status == 200 && body.contains("hello")).then_some(())
         },
-        || all.dev.as_ref().map(|d| d.log()).unwrap_or_default(),
+        || all.dev().log(),
     );
 
     // Without the token: refused, on every component.
@@ -335,15 +281,4 @@ fn every_component_serves_metrics_that_promtool_accepts() {
     );
     let routes = sample(&router_text, "corral_router_http_routes", &[]);
     assert_eq!(routes, Some(1.0), "the one hostname routed");
-}
-
-fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("Uid:"))
-                .and_then(|v| v.split_whitespace().next().map(str::to_owned))
-        })
-        .is_some_and(|uid| uid == "0")
 }

@@ -8,20 +8,15 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use api::LrpStatus;
-use common::{Daemon, Dev, fails, json, ok, poll_for};
+use common::{Daemon, DevCell, fails, json, ok, poll_for};
 use model::InstanceState;
 
 /// Long enough for a cold start on a busy 2-core machine.
 const RUN_DEADLINE: Duration = Duration::from_secs(60);
 
 /// `corral dev` with a process-backend cell (no root needed), joined.
-fn dev_with_cell(home: &Path) -> Dev {
-    let dev = Dev::start_with(home, &["--backend", "process", "--no-router"]);
-    poll_for("the dev cell to join", RUN_DEADLINE, || {
-        let cells: api::List<model::Cell> = json(home, &["cells", "--json"]);
-        (!cells.items.is_empty()).then_some(())
-    });
-    dev
+fn dev_with_cell() -> DevCell {
+    DevCell::start(&["--backend", "process", "--no-router"])
 }
 
 fn running(home: &Path, name: &str) -> LrpStatus {
@@ -37,9 +32,8 @@ fn running(home: &Path, name: &str) -> LrpStatus {
 
 #[test]
 fn logs_follow_an_apps_output_and_its_lifecycle() {
-    let home = tempfile::tempdir().expect("tempdir");
-    let home = home.path();
-    let mut dev = dev_with_cell(home);
+    let dev = dev_with_cell();
+    let home = dev.home();
     let files = tempfile::tempdir().expect("tempdir");
     let dir = files.path().display().to_string();
     // Prints on both streams, answers each ping file with a line, and crashes with
@@ -153,14 +147,12 @@ fn logs_follow_an_apps_output_and_its_lifecycle() {
     ] {
         assert!(all.contains(want), "no {want:?} in:\n{all}");
     }
-    dev.stop();
 }
 
 #[test]
 fn status_and_visualize_show_what_runs_where() {
-    let home = tempfile::tempdir().expect("tempdir");
-    let home = home.path();
-    let mut dev = dev_with_cell(home);
+    let dev = dev_with_cell();
+    let home = dev.home();
     ok(
         home,
         &[
@@ -226,5 +218,4 @@ fn status_and_visualize_show_what_runs_where() {
         .unwrap_or_else(|| panic!("no dev-cell row in:\n{frame}"));
     assert!(lines[at].contains("2/"), "{frame}");
     assert_eq!(lines[at + 1].trim(), "RR", "{frame}");
-    dev.stop();
 }

@@ -16,48 +16,31 @@ use std::time::Duration;
 
 use api::LrpStatus;
 use model::InstanceState;
-use tempfile::TempDir;
 
-use common::{Dev, json, ok, poll, poll_for};
+use common::{Answer, DevCell, http_get, json, linux_available, ok, poll, poll_for};
 
 /// Long enough for a cold start of instances on a busy 2-core machine.
 const RUN_DEADLINE: Duration = Duration::from_secs(60);
 
-/// `corral dev` with its cell and router, stopped gracefully when dropped so that the
-/// cell's runtime helper destroys its containers.
+/// `corral dev` with its cell and router, once the router has loaded its table.
 struct DevRouter {
-    dev: Option<Dev>,
+    cell: DevCell,
     router: String,
-    home: TempDir,
 }
 
 impl DevRouter {
     fn start(args: &[&str]) -> DevRouter {
-        let home = tempfile::tempdir().expect("tempdir");
-        let dev = Dev::start_with(home.path(), args);
-        let router = dev.router.clone().expect("dev runs a router");
-        let dev = DevRouter {
-            dev: Some(dev),
-            router,
-            home,
-        };
-        poll_for("the dev cell to join", RUN_DEADLINE, || {
-            let cells: api::List<model::Cell> = json(dev.home(), &["cells", "--json"]);
-            cells
-                .items
-                .iter()
-                .any(|c| c.id.as_str() == "dev-cell")
-                .then_some(())
-        });
+        let cell = DevCell::start(args);
+        let router = cell.dev().router.clone().expect("dev runs a router");
         poll_for("the router to load its table", RUN_DEADLINE, || {
-            let (status, _) = get(&dev.router, "127.0.0.1", "/healthz").ok()?;
+            let (status, _) = get(&router, "127.0.0.1", "/healthz").ok()?;
             (status == 200).then_some(())
         });
-        dev
+        DevRouter { cell, router }
     }
 
     fn home(&self) -> &Path {
-        self.home.path()
+        self.cell.home()
     }
 
     /// `GET path` with `Host: host` through the router.
@@ -66,42 +49,9 @@ impl DevRouter {
     }
 }
 
-impl Drop for DevRouter {
-    fn drop(&mut self) {
-        if let Some(mut dev) = self.dev.take() {
-            dev.stop();
-        }
-    }
-}
-
-/// A status and body, or why there was none.
-type Answer = Result<(u16, String), String>;
-
-/// One HTTP/1.1 request on a connection of its own; the status and body.
+/// One `GET` with `Host: host`; the status and body.
 fn get(addr: &str, host: &str, path: &str) -> Answer {
-    let mut stream = TcpStream::connect(addr).map_err(|e| format!("connect to {addr}: {e}"))?;
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .map_err(|e| e.to_string())?;
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
-    )
-    .map_err(|e| format!("send to {addr}: {e}"))?;
-    let mut response = Vec::new();
-    stream
-        .read_to_end(&mut response)
-        .map_err(|e| format!("read from {addr}: {e}"))?;
-    let response = String::from_utf8_lossy(&response);
-    let (head, body) = response
-        .split_once("\r\n\r\n")
-        .ok_or_else(|| format!("not an HTTP response: {response:?}"))?;
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| format!("no status in {head:?}"))?;
-    Ok((status, body.to_owned()))
+    http_get(addr, host, path, None)
 }
 
 /// A shell command that serves `instance N` over HTTP on $PORT from a directory whose
@@ -524,28 +474,6 @@ while True:
     conn, _ = server.accept()
     threading.Thread(target=serve, args=(conn,), daemon=True).start()
 "#;
-
-/// The linux backend needs root; CI runs as root. Elsewhere the test says so and fails,
-/// unless CORRAL_SKIP_LINUX_TESTS=1 says to skip it.
-fn linux_available() -> bool {
-    if std::env::var("CORRAL_SKIP_LINUX_TESTS").as_deref() == Ok("1") {
-        eprintln!("CORRAL_SKIP_LINUX_TESTS=1: skipping a linux backend test");
-        return false;
-    }
-    let root = std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("Uid:"))
-                .and_then(|v| v.split_whitespace().next().map(str::to_owned))
-        })
-        .is_some_and(|uid| uid == "0");
-    assert!(
-        root,
-        "the linux backend tests need root (set CORRAL_SKIP_LINUX_TESTS=1 to skip them)"
-    );
-    true
-}
 
 /// Real containers (busybox httpd, each in its own network namespace, published on a
 /// host port) reached through the router in turn.

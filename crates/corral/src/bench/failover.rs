@@ -142,17 +142,9 @@ pub async fn run(args: &FailoverArgs) -> Result<()> {
                 format!("{} (incomplete)", f(all))
             },
             goals,
-            format!(
-                "{} CPUs {}, Linux {} ({})",
-                machine.cpus, machine.cpu_model, machine.kernel, machine.load
-            ),
+            machine.table_cell(),
         ];
         markdown::record(&args.record.out, &SECTION, row)?;
-        println!(
-            "\nRecorded in {} (section \"{}\").",
-            args.record.out.display(),
-            SECTION.title
-        );
     }
     Ok(())
 }

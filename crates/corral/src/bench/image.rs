@@ -472,17 +472,9 @@ fn report(
             both(&cold),
             both(&warm),
             saved,
-            format!(
-                "{} CPUs {}, Linux {} ({})",
-                machine.cpus, machine.cpu_model, machine.kernel, machine.load
-            ),
+            machine.table_cell(),
         ];
         markdown::record(&args.record.out, &SECTION, row)?;
-        println!(
-            "\nRecorded in {} (section \"{}\").",
-            args.record.out.display(),
-            SECTION.title
-        );
     }
     Ok(())
 }

@@ -16,6 +16,15 @@ pub struct Machine {
 }
 
 impl Machine {
+    /// The machine as the benchmark tables' last column has it:
+    /// `2 CPUs AMD EPYC, Linux 6.18 (1.66)`, the load in parentheses.
+    pub fn table_cell(&self) -> String {
+        format!(
+            "{} CPUs {}, Linux {} ({})",
+            self.cpus, self.cpu_model, self.kernel, self.load
+        )
+    }
+
     pub fn read() -> Machine {
         let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
         let cpu_model = cpuinfo

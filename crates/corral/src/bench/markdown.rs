@@ -21,7 +21,8 @@ pub struct Section<'a> {
     pub outro: &'a str,
 }
 
-/// Puts `row` into the section's table in the file at `path` (created if missing).
+/// Puts `row` into the section's table in the file at `path` (created if missing), and
+/// says so on standard output.
 pub fn record(path: &Path, section: &Section<'_>, row: Vec<String>) -> Result<()> {
     let doc = match std::fs::read_to_string(path) {
         Ok(doc) => doc,
@@ -29,7 +30,13 @@ pub fn record(path: &Path, section: &Section<'_>, row: Vec<String>) -> Result<()
         Err(e) => return Err(e).with_context(|| format!("read {}", path.display())),
     };
     let updated = upsert(&doc, section, row);
-    std::fs::write(path, updated).with_context(|| format!("write {}", path.display()))
+    std::fs::write(path, updated).with_context(|| format!("write {}", path.display()))?;
+    println!(
+        "\nRecorded in {} (section \"{}\").",
+        path.display(),
+        section.title
+    );
+    Ok(())
 }
 
 /// `doc` with the section's table holding `row`.

@@ -1147,17 +1147,9 @@ fn report(args: &RouterArgs, machine: &Machine, command: &str, figures: &Figures
             format!("{} / {}", cpu(&nginx), cpu(&corral)),
             format!("{} / {}", ms(prop_p50), ms(prop_p99)),
             goals,
-            format!(
-                "{} CPUs {}, Linux {} ({})",
-                machine.cpus, machine.cpu_model, machine.kernel, machine.load
-            ),
+            machine.table_cell(),
         ];
         markdown::record(&args.record.out, &SECTION, row)?;
-        println!(
-            "\nRecorded in {} (section \"{}\").",
-            args.record.out.display(),
-            SECTION.title
-        );
     }
     Ok(())
 }

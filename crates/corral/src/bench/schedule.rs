@@ -174,11 +174,6 @@ pub async fn run(args: &ScheduleArgs) -> Result<()> {
     print_summary(&setup, &results);
     if !args.record.no_record {
         markdown::record(&args.record.out, &SECTION, row)?;
-        println!(
-            "\nRecorded in {} (section \"{}\").",
-            args.record.out.display(),
-            SECTION.title
-        );
     }
     Ok(())
 }
@@ -1035,10 +1030,7 @@ fn summary_row(setup: &Setup, machine: &Machine, results: &[RunResult]) -> Vec<S
             f0(med(results, |r| Some(r.log.cells_expired as f64)))
         ),
         goals(setup, results, full).join("; "),
-        format!(
-            "{} CPUs {}, Linux {} ({})",
-            machine.cpus, machine.cpu_model, machine.kernel, machine.load
-        ),
+        machine.table_cell(),
     ]
 }
 

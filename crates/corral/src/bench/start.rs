@@ -580,17 +580,9 @@ fn report(
             p(&helper_create, 50.0),
             ratio_text,
             goals,
-            format!(
-                "{} CPUs {}, Linux {} ({})",
-                machine.cpus, machine.cpu_model, machine.kernel, machine.load
-            ),
+            machine.table_cell(),
         ];
         markdown::record(&args.record.out, &SECTION, row)?;
-        println!(
-            "\nRecorded in {} (section \"{}\").",
-            args.record.out.display(),
-            SECTION.title
-        );
     }
     Ok(())
 }

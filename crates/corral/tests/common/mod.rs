@@ -4,7 +4,8 @@
 // Each test file compiles this module on its own and uses only part of it.
 #![allow(dead_code)]
 
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
 use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
@@ -36,12 +37,7 @@ impl Daemon {
     /// environment; its stdout is read line by line with [`Daemon::wait_for_line`].
     pub fn start(home: &Path, args: &[&str]) -> Daemon {
         let name = format!("corral {}", args.join(" "));
-        let mut child = Command::new(CORRAL)
-            .args(args)
-            .env("CORRAL_HOME", home)
-            .env_remove("CORRAL_API")
-            .env_remove("CORRAL_TOKEN")
-            .env_remove("CORRAL_CONFIG")
+        let mut child = command(home, args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -262,14 +258,21 @@ pub fn poll_for_explained<T>(
     }
 }
 
-/// Runs the CLI with `home` as CORRAL_HOME and nothing else from this environment.
-pub fn corral(home: &Path, args: &[&str]) -> Output {
-    Command::new(CORRAL)
+/// `corral ARGS` with `home` as CORRAL_HOME and nothing else from this environment.
+pub fn command(home: &Path, args: &[&str]) -> Command {
+    let mut command = Command::new(CORRAL);
+    command
         .args(args)
         .env("CORRAL_HOME", home)
         .env_remove("CORRAL_API")
         .env_remove("CORRAL_TOKEN")
-        .env_remove("CORRAL_CONFIG")
+        .env_remove("CORRAL_CONFIG");
+    command
+}
+
+/// Runs the CLI with `home` as CORRAL_HOME and nothing else from this environment.
+pub fn corral(home: &Path, args: &[&str]) -> Output {
+    command(home, args)
         .stdin(Stdio::null())
         .output()
         .expect("run corral")
@@ -312,4 +315,112 @@ pub fn json<T: serde::de::DeserializeOwned>(home: &Path, args: &[&str]) -> T {
 /// `corral status NAME --json`.
 pub fn status(home: &Path, name: &str) -> LrpStatus {
     json(home, &["status", name, "--json"])
+}
+
+/// A status and body, or why there was none.
+pub type Answer = Result<(u16, String), String>;
+
+/// One HTTP/1.1 `GET` on a connection of its own, with `Host: host` and the bearer
+/// token when one is given.
+pub fn http_get(addr: &str, host: &str, path: &str, token: Option<&str>) -> Answer {
+    let mut stream = TcpStream::connect(addr).map_err(|e| format!("connect to {addr}: {e}"))?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .map_err(|e| e.to_string())?;
+    let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\n{auth}Connection: close\r\n\r\n"
+    )
+    .map_err(|e| format!("send to {addr}: {e}"))?;
+    let mut response = Vec::new();
+    stream
+        .read_to_end(&mut response)
+        .map_err(|e| format!("read from {addr}: {e}"))?;
+    let response = String::from_utf8_lossy(&response);
+    let (head, body) = response
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| format!("not an HTTP response: {response:?}"))?;
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| format!("no status in {head:?}"))?;
+    assert!(
+        !head
+            .to_ascii_lowercase()
+            .contains("transfer-encoding: chunked"),
+        "this reader expects whole bodies: {head}"
+    );
+    Ok((status, body.to_owned()))
+}
+
+/// `corral dev ARGS` in a CORRAL_HOME of its own, returned once its cell (`dev-cell`)
+/// has joined. Dropping it stops `corral dev` gracefully, so that the cell's runtime
+/// helper destroys its containers.
+pub struct DevCell {
+    pub dev: Option<Dev>,
+    pub home: tempfile::TempDir,
+}
+
+impl DevCell {
+    pub fn start(args: &[&str]) -> DevCell {
+        let home = tempfile::tempdir().expect("tempdir");
+        let dev = Dev::start_with(home.path(), args);
+        let cell = DevCell {
+            dev: Some(dev),
+            home,
+        };
+        poll_for("the dev cell to join", START_DEADLINE, || {
+            let cells: api::List<model::Cell> = json(cell.home(), &["cells", "--json"]);
+            cells
+                .items
+                .iter()
+                .any(|c| c.id.as_str() == "dev-cell")
+                .then_some(())
+        });
+        cell
+    }
+
+    pub fn home(&self) -> &Path {
+        self.home.path()
+    }
+
+    pub fn dev(&self) -> &Dev {
+        self.dev.as_ref().expect("corral dev runs until dropped")
+    }
+}
+
+impl Drop for DevCell {
+    fn drop(&mut self) {
+        if let Some(mut dev) = self.dev.take() {
+            dev.stop();
+        }
+    }
+}
+
+/// Whether this process runs as root (read from /proc, without unsafe code).
+pub fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Uid:"))
+                .and_then(|v| v.split_whitespace().next().map(str::to_owned))
+        })
+        .is_some_and(|uid| uid == "0")
+}
+
+/// The linux backend needs root; CI runs as root. Elsewhere a test that needs it says
+/// so and fails, unless CORRAL_SKIP_LINUX_TESTS=1 says to skip it.
+pub fn linux_available() -> bool {
+    if std::env::var("CORRAL_SKIP_LINUX_TESTS").as_deref() == Ok("1") {
+        eprintln!("CORRAL_SKIP_LINUX_TESTS=1: skipping a linux backend test");
+        return false;
+    }
+    assert!(
+        is_root(),
+        "the linux backend tests need root (set CORRAL_SKIP_LINUX_TESTS=1 to skip them)"
+    );
+    true
 }
