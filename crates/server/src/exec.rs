@@ -14,8 +14,7 @@ use axum::extract::ws::{self, WebSocket, WebSocketUpgrade};
 use axum::extract::{Path, State};
 use axum::response::Response;
 use futures::{SinkExt, StreamExt};
-use model::{Instance, InstanceState, Name, Presence};
-use store::InstanceFilter;
+use model::{Instance, InstanceKey, InstanceState, Name, Presence};
 use tokio_tungstenite::tungstenite::{self, client::IntoClientRequest};
 
 use crate::AppState;
@@ -47,11 +46,7 @@ pub(crate) async fn lrp_instance(
     let index: u32 = index.parse().map_err(|_| {
         ApiError::bad_request("index", format!("instance index {index:?} is not a number"))
     })?;
-    let instance = running_instance(&state, &name, index).await?;
-    let key = instance
-        .key
-        .as_ref()
-        .expect("running_instance returns instances with a key");
+    let key = running_instance(&state, &name, index).await?;
     let address = cell_address(&state, &key.cell_id).await?;
     // The upgrade is checked after the lookups, so a wrong name reads as one even from
     // a client that is not a WebSocket.
@@ -100,25 +95,19 @@ pub(crate) async fn task(
     Ok(upgrade.on_upgrade(move |client| relay(client, cell)))
 }
 
-/// The instance at `index` that has a container to exec into: RUNNING, preferring the
-/// ordinary one to an evacuating or suspect copy.
-async fn running_instance(state: &AppState, name: &Name, index: u32) -> Result<Instance, ApiError> {
+/// The key (container and cell) of the instance at `index` that has a container to
+/// exec into: RUNNING, preferring the ordinary one to an evacuating or suspect copy.
+async fn running_instance(
+    state: &AppState,
+    name: &Name,
+    index: u32,
+) -> Result<InstanceKey, ApiError> {
     let lrp = state
         .store
         .get_lrp(name)
         .await?
         .ok_or_else(|| ApiError::not_found(format!("no LRP named {name}")))?;
-    let filter = InstanceFilter {
-        lrp: Some(name.clone()),
-        ..InstanceFilter::default()
-    };
-    let mut found: Vec<Instance> = state
-        .store
-        .list_instances(&filter)
-        .await?
-        .into_iter()
-        .filter(|i| i.index == index)
-        .collect();
+    let mut found: Vec<Instance> = state.store.get_instances(name, index).await?;
     if found.is_empty() {
         return Err(ApiError::not_found(if index >= lrp.spec.instances {
             format!(
@@ -133,7 +122,8 @@ async fn running_instance(state: &AppState, name: &Name, index: u32) -> Result<I
     let states: Vec<String> = found.iter().map(|i| i.state.to_string()).collect();
     found
         .into_iter()
-        .find(|i| i.state == InstanceState::Running && i.key.is_some())
+        .filter(|i| i.state == InstanceState::Running)
+        .find_map(|i| i.key)
         .ok_or_else(|| {
             ApiError::not_found(format!(
                 "instance {name}/{index} is not running (it is {})",

@@ -130,7 +130,7 @@ async fn serve(
     // the event cursor: a change that falls between the two is then told (late) by the
     // next event, where rows read after the cursor would already hold it and it would
     // never be told.
-    let instances = cells_instances(&state, &subject).await;
+    let instances = instances_of(&state, &subject).await?;
     // The event cursor is taken before the tails, so no lifecycle change falls between.
     let cursor = state
         .store
@@ -388,20 +388,17 @@ async fn forward_lines(response: reqwest::Response, tx: &mpsc::Sender<LogEntry>)
     }
 }
 
-/// The instance rows of an LRP now, to describe later changes against.
-async fn cells_instances(state: &AppState, subject: &Subject) -> Vec<Instance> {
+/// The instance rows of an LRP now: what a tail says of each, and what later changes
+/// are described against.
+async fn instances_of(state: &AppState, subject: &Subject) -> Result<Vec<Instance>, ApiError> {
     let Subject::Lrp(lrp) = subject else {
-        return Vec::new();
+        return Ok(Vec::new());
     };
     let filter = store::InstanceFilter {
         lrp: Some(lrp.spec.name.clone()),
         ..store::InstanceFilter::default()
     };
-    state
-        .store
-        .list_instances(&filter)
-        .await
-        .unwrap_or_default()
+    Ok(state.store.list_instances(&filter).await?)
 }
 
 /// Follows the store's event log for one LRP's or task's lifecycle, and for cells that
